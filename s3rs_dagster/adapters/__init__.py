@@ -1,0 +1,1 @@
+"""Connections to the outside: SSH tunnels, the MySQL source, storage and warehouses."""

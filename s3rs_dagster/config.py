@@ -1,0 +1,888 @@
+"""pipelines.yaml -> typed, validated models.
+
+One file holds connections, storage and pipelines. Loading it is a pipeline of its own:
+
+    find the file -> parse YAML (duplicate keys refused) -> check that secrets are ${ENV}
+    references -> interpolate ${VAR} / ${VAR:-default} -> validate with pydantic
+    -> cross-check names (a pipeline's source and target exist)
+
+Every problem found on the way becomes a `ConfigProblem` naming the key path, and all of
+them are raised together as one `ConfigError` naming the file. Nothing here raises a bare
+pydantic or YAML exception to the caller.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+CONFIG_ENV_VAR = "S3RS_CONFIG"
+DEFAULT_CONFIG_NAME = "pipelines.yaml"
+
+SECRET_KEYS = frozenset({"password", "secret_access_key", "private_key_passphrase"})
+"""Keys whose values must come from the environment and are never echoed back."""
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$"
+NAME_RULE = "letters, digits, '_' and '-', starting with a letter or '_', at most 63 characters"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with the configuration, at one key path."""
+
+    key_path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key_path}: {self.message}" if self.key_path else self.message
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `str()` is the message for the user."""
+
+    def __init__(self, file: Path | str | None, problems: list[ConfigProblem]) -> None:
+        self.file = Path(file) if file is not None else None
+        self.problems = problems
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = str(self.file) if self.file is not None else "configuration"
+        if len(self.problems) == 1:
+            return f"{where}: {self.problems[0]}"
+        lines = [f"{where}: {len(self.problems)} problems"]
+        lines += [f"  - {problem}" for problem in self.problems]
+        return "\n".join(lines)
+
+
+def did_you_mean(word: str, candidates: list[str] | tuple[str, ...] | set[str]) -> str:
+    """' (did you mean 'x'?)' for the closest candidate, or '' when none is close."""
+    close = difflib.get_close_matches(word, sorted(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def format_key_path(parts: tuple[Any, ...] | list[Any]) -> str:
+    """`pipelines.sales.tables["shop.orders"].cdc_strategy`: dotted, bracketing odd keys."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z0-9_-]+", str(part)):
+            out += f".{part}" if out else str(part)
+        else:
+            out += f'["{part}"]'
+    return out
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class SshTunnelConfig(_Model):
+    """An SSH bastion in front of a database. Key authentication only."""
+
+    enabled: bool = False
+    host: str | None = None
+    port: int = Field(default=22, ge=1, le=65535)
+    username: str | None = None
+    private_key_path: Path | None = None
+    private_key_passphrase: SecretStr | None = None
+    connect_timeout_seconds: float = Field(default=15.0, gt=0)
+    keepalive_seconds: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _enabled_needs_endpoint(self) -> SshTunnelConfig:
+        if self.enabled:
+            missing = [
+                key for key in ("host", "username", "private_key_path") if not getattr(self, key)
+            ]
+            if missing:
+                raise ValueError(
+                    f"an enabled ssh_tunnel needs {', '.join(missing)} "
+                    "(or set enabled: false to connect directly)"
+                )
+        return self
+
+
+class SourceConfig(_Model):
+    """A MySQL/MariaDB server the pipelines read from."""
+
+    type: Literal["mysql"] = "mysql"
+    host: str
+    port: int = Field(default=3306, ge=1, le=65535)
+    database: str
+    username: str
+    password: SecretStr = SecretStr("")
+    time_zone: str = Field(
+        default="+00:00",
+        description="Session time zone: an offset like '+00:00' or an IANA name like 'UTC'.",
+    )
+    charset: str = "utf8mb4"
+    connect_timeout_seconds: int = Field(default=15, ge=1)
+    read_timeout_seconds: int | None = Field(default=None, ge=1)
+    ssh_tunnel: SshTunnelConfig = SshTunnelConfig()
+
+    @field_validator("time_zone", mode="before")
+    @classmethod
+    def _time_zone_is_text(cls, value: Any) -> Any:
+        if isinstance(value, int):
+            raise ValueError(
+                f"YAML read this as the number {value}; quote it, e.g. time_zone: \"+08:00\""
+            )
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _time_zone_is_known(cls, value: str) -> str:
+        if re.fullmatch(r"[+-](0\d|1[0-4]):[0-5]\d", value):
+            return value
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"'{value}' is neither an offset like '+00:00' nor an IANA zone like 'UTC'"
+            ) from None
+        return value
+
+
+class _WarehouseBase(_Model):
+    schema_: str = Field(default="public", alias="schema")
+    ssh_tunnel: SshTunnelConfig = SshTunnelConfig()
+
+
+class RedshiftTargetConfig(_WarehouseBase):
+    """Amazon Redshift (or anything speaking its protocol)."""
+
+    type: Literal["redshift"] = "redshift"
+    host: str
+    port: int = Field(default=5439, ge=1, le=65535)
+    database: str
+    username: str
+    password: SecretStr = SecretStr("")
+    iam_role: str | None = Field(
+        default=None,
+        description="Role ARN for COPY; without it COPY uses credentials from the environment.",
+    )
+    region: str | None = None
+    sslmode: Literal["disable", "require", "verify-ca", "verify-full"] = "verify-ca"
+
+    @field_validator("iam_role")
+    @classmethod
+    def _iam_role_is_arn(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]+", value):
+            raise ValueError(
+                f"'{value}' is not an IAM role ARN like arn:aws:iam::123456789012:role/RedshiftCopy"
+            )
+        return value
+
+
+class PostgresTargetConfig(_WarehouseBase):
+    """PostgreSQL."""
+
+    type: Literal["postgres"]
+    host: str
+    port: int = Field(default=5432, ge=1, le=65535)
+    database: str
+    username: str
+    password: SecretStr = SecretStr("")
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+
+
+class DuckdbTargetConfig(_Model):
+    """An embedded DuckDB file (relative paths are relative to the config file)."""
+
+    type: Literal["duckdb"]
+    path: Path
+    schema_: str = Field(default="main", alias="schema")
+
+
+TARGET_TYPES = ("redshift", "postgres", "duckdb")
+
+
+def _target_tag(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        return value.get("type", "redshift")
+    return getattr(value, "type", None)
+
+
+TargetConfig = Annotated[
+    Annotated[RedshiftTargetConfig, Tag("redshift")]
+    | Annotated[PostgresTargetConfig, Tag("postgres")]
+    | Annotated[DuckdbTargetConfig, Tag("duckdb")],
+    Discriminator(_target_tag),
+]
+
+
+class ConnectionsConfig(_Model):
+    sources: dict[str, SourceConfig] = {}
+    targets: dict[str, TargetConfig] = {}
+
+
+class StorageConfig(_Model):
+    """Where Parquet files and state live: s3://bucket/prefix, file:///abs/path, or a path."""
+
+    url: str
+    endpoint_url: str | None = Field(
+        default=None, description="For S3-compatible stores (SeaweedFS, MinIO, ...)."
+    )
+    region: str | None = None
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    access_key_id: str | None = Field(
+        default=None, description="Without it, the standard AWS credential chain is used."
+    )
+    secret_access_key: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_supported(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme == "s3":
+            bucket = parsed.netloc
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+                raise ValueError(
+                    f"'{bucket}' is not a valid S3 bucket name "
+                    "(3-63 characters: lowercase letters, digits, '.' and '-')"
+                )
+        elif parsed.scheme == "file":
+            if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
+                raise ValueError("a file:// URL needs an absolute path: file:///abs/path")
+        elif parsed.scheme and len(parsed.scheme) > 1:
+            raise ValueError(
+                f"scheme '{parsed.scheme}://' is not supported; use s3://bucket/prefix, "
+                "file:///abs/path or a plain path"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _keys_come_in_pairs(self) -> StorageConfig:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("set both access_key_id and secret_access_key, or neither")
+        return self
+
+    @property
+    def is_s3(self) -> bool:
+        return self.url.startswith("s3://")
+
+    @property
+    def bucket(self) -> str | None:
+        return urlparse(self.url).netloc if self.is_s3 else None
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix inside the bucket (s3) or '' (local); never with slashes around."""
+        return urlparse(self.url).path.strip("/") if self.is_s3 else ""
+
+    @property
+    def local_root(self) -> Path | None:
+        """The folder of a local store (file:// or a plain path), else None."""
+        if self.is_s3:
+            return None
+        parsed = urlparse(self.url)
+        return Path(parsed.path) if parsed.scheme == "file" else Path(self.url)
+
+
+class ProcessingConfig(_Model):
+    strategy: Literal["sequential", "parallel"] = "sequential"
+    max_parallel_tables: int = Field(default=1, ge=1, le=64)
+    batch_size: int = Field(
+        default=50_000, ge=1, le=10_000_000, description="Rows per chunk (the default --limit)."
+    )
+
+    @model_validator(mode="after")
+    def _parallelism_matches_strategy(self) -> ProcessingConfig:
+        if self.strategy == "sequential" and self.max_parallel_tables > 1:
+            raise ValueError(
+                f"max_parallel_tables: {self.max_parallel_tables} needs strategy: parallel "
+                "(sequential runs one table at a time)"
+            )
+        return self
+
+
+CdcStrategy = Literal["hybrid", "timestamp_only", "id_only", "full_sync"]
+Partitioning = Literal["daily", "hourly", "monthly", "none"]
+WriteMode = Literal["merge", "append", "replace"]
+TIMESTAMP_STRATEGIES = ("hybrid", "timestamp_only")
+
+
+class TableDefaults(_Model):
+    """Keys shared by every table of a pipeline; a table's own keys win."""
+
+    cdc_strategy: CdcStrategy | None = None
+    cdc_timestamp_column: str | None = None
+    cdc_id_column: str | None = None
+    partitioning: Partitioning | None = None
+    start_date: date | None = None
+    write_mode: WriteMode | None = None
+
+
+class TableConfig(_Model):
+    """One source table. Omitted keys are resolved from the source when it is reflected."""
+
+    cdc_strategy: CdcStrategy = "hybrid"
+    cdc_timestamp_column: str | None = None
+    cdc_id_column: str | None = None
+    primary_key: list[str] | None = Field(default=None, min_length=1)
+    target_name: str | None = None
+    partitioning: Partitioning | None = None
+    start_date: date | None = None
+    write_mode: WriteMode | None = None
+
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _start_date_is_a_day(cls, value: Any) -> Any:
+        if isinstance(value, datetime):
+            raise ValueError(f"use a date like {value.date().isoformat()}, not a timestamp")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_defaults(self) -> TableConfig:
+        updates: dict[str, Any] = {}
+        timestamp_based = self.cdc_strategy in TIMESTAMP_STRATEGIES
+        if timestamp_based and self.cdc_timestamp_column is None:
+            updates["cdc_timestamp_column"] = "updated_at"
+        if self.cdc_strategy in ("hybrid", "id_only") and self.cdc_id_column is None:
+            updates["cdc_id_column"] = "id"
+        partitioning = self.partitioning or ("daily" if timestamp_based else "none")
+        updates["partitioning"] = partitioning
+        if not timestamp_based and partitioning != "none":
+            raise ValueError(
+                f"partitioning: {partitioning} needs a timestamp cursor; "
+                f"cdc_strategy: {self.cdc_strategy} tables use partitioning: none"
+            )
+        if partitioning != "none" and self.start_date is None:
+            raise ValueError(
+                f"start_date is required with partitioning: {partitioning} "
+                "(the first partition), e.g. start_date: 2025-01-01"
+            )
+        if self.cdc_strategy == "full_sync" and self.write_mode not in (None, "replace"):
+            raise ValueError(
+                f"cdc_strategy: full_sync replaces the target; write_mode: {self.write_mode} "
+                "cannot apply (drop write_mode or set it to replace)"
+            )
+        if self.cdc_strategy == "full_sync":
+            updates["write_mode"] = "replace"
+        return self.model_copy(update=updates)
+
+
+class PipelineConfig(_Model):
+    source: str
+    target: str
+    description: str | None = None
+    processing: ProcessingConfig = ProcessingConfig()
+    table_defaults: TableDefaults = TableDefaults()
+    tables: dict[str, TableConfig] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_table_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        defaults = data.get("table_defaults")
+        tables = data.get("tables")
+        if not isinstance(defaults, Mapping) or not isinstance(tables, Mapping):
+            return data
+        merged = {
+            name: {**defaults, **table} if isinstance(table, Mapping) else table
+            for name, table in tables.items()
+        }
+        return {**data, "tables": merged}
+
+    @field_validator("tables")
+    @classmethod
+    def _table_keys_are_qualified(cls, tables: dict[str, TableConfig]) -> dict[str, TableConfig]:
+        for key in tables:
+            schema, dot, table = key.partition(".")
+            if not (dot and schema and table):
+                raise ValueError(
+                    f"table key '{key}' must be <schema>.<table>, e.g. settlement.settle_orders"
+                )
+        return tables
+
+    def table(self, name: str, *, pipeline_name: str, file: Path | None) -> tuple[str, TableConfig]:
+        """Find a table by `schema.table`, or by bare table name when that is unambiguous."""
+        if name in self.tables:
+            return name, self.tables[name]
+        by_bare_name = [key for key in self.tables if key.partition(".")[2] == name]
+        if len(by_bare_name) == 1:
+            return by_bare_name[0], self.tables[by_bare_name[0]]
+        defined = ", ".join(sorted(self.tables))
+        if by_bare_name:
+            message = (
+                f"table '{name}' is ambiguous in pipeline '{pipeline_name}': "
+                f"name it as one of {', '.join(sorted(by_bare_name))}"
+            )
+        else:
+            bare = {key.partition(".")[2] for key in self.tables}
+            message = (
+                f"table '{name}' is not defined in pipeline '{pipeline_name}'"
+                f"{did_you_mean(name, set(self.tables) | bare)}; defined: {defined}"
+            )
+        raise ConfigError(
+            file, [ConfigProblem(format_key_path(("pipelines", pipeline_name, "tables")), message)]
+        )
+
+
+class Config(_Model):
+    """The whole validated pipelines.yaml."""
+
+    connections: ConnectionsConfig = ConnectionsConfig()
+    storage: StorageConfig
+    pipelines: dict[str, PipelineConfig] = Field(min_length=1)
+    source_file: Path | None = Field(default=None, exclude=True)
+
+    def pipeline(self, name: str) -> PipelineConfig:
+        """The named pipeline, or a ConfigError that lists the defined ones."""
+        if name in self.pipelines:
+            return self.pipelines[name]
+        message = (
+            f"pipeline '{name}' is not defined{did_you_mean(name, set(self.pipelines))}; "
+            f"defined: {', '.join(sorted(self.pipelines))}"
+        )
+        raise ConfigError(self.source_file, [ConfigProblem("pipelines", message)])
+
+    def table(self, pipeline: str, table: str) -> tuple[str, TableConfig]:
+        """(`schema.table`, its config) for a table of a pipeline, found by full or bare name."""
+        return self.pipeline(pipeline).table(table, pipeline_name=pipeline, file=self.source_file)
+
+    def source_for(self, pipeline: str) -> SourceConfig:
+        return self.connections.sources[self.pipeline(pipeline).source]
+
+    def target_for(
+        self, pipeline: str
+    ) -> RedshiftTargetConfig | PostgresTargetConfig | DuckdbTargetConfig:
+        return self.connections.targets[self.pipeline(pipeline).target]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_config_path(explicit: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """--config PATH, else $S3RS_CONFIG, else ./pipelines.yaml; a missing file is a ConfigError."""
+    env = os.environ if env is None else env
+    if explicit:
+        path, how = Path(explicit), "--config"
+    elif env.get(CONFIG_ENV_VAR):
+        path, how = Path(env[CONFIG_ENV_VAR]), f"${CONFIG_ENV_VAR}"
+    else:
+        path, how = Path(DEFAULT_CONFIG_NAME), "the default"
+    path = path.expanduser()
+    if not path.is_file():
+        hint = (
+            f"pass --config PATH or set ${CONFIG_ENV_VAR}"
+            if how == "the default"
+            else "check the path"
+        )
+        problem = ConfigProblem("", f"no config file at {path.absolute()} (from {how}); {hint}")
+        raise ConfigError(path, [problem])
+    return path
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Find, parse, interpolate and validate pipelines.yaml; raise one ConfigError for all faults."""
+    env = os.environ if env is None else env
+    file = resolve_config_path(path, env)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(file, [ConfigProblem("", f"cannot read the file: {exc}")]) from None
+    return parse_config(text, file=file, env=env)
+
+
+def parse_config(
+    text: str, *, file: Path | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Validate config text; relative paths in it are relative to `file`'s folder."""
+    env = os.environ if env is None else env
+    raw = _parse_yaml(text, file)
+    if not isinstance(raw, dict):
+        kind = "empty" if raw is None else f"a {type(raw).__name__}"
+        raise ConfigError(
+            file, [ConfigProblem("", f"the file is {kind}; expected a mapping with "
+                                     "connections, storage and pipelines")]
+        )
+    problems = list(_check_keys_are_text(raw, ()))
+    problems += _check_secrets_are_references(raw, ())
+    if problems:
+        raise ConfigError(file, problems)
+    interpolated, problems = _interpolate(raw, (), env)
+    if problems:
+        raise ConfigError(file, problems)
+    base = file.parent if file is not None else Path.cwd()
+    interpolated = _resolve_relative_paths(interpolated, base)
+    try:
+        config = Config.model_validate({**interpolated, "source_file": file})
+    except ValidationError as exc:
+        raise ConfigError(file, _problems_from_validation(exc, interpolated)) from None
+    problems = _check_references(config)
+    if problems:
+        raise ConfigError(file, problems)
+    return config
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping",
+                node.start_mark,
+                f"found duplicate key '{key}'",
+                key_node.start_mark,
+            )
+        try:
+            mapping[key] = loader.construct_object(value_node, deep=deep)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping", node.start_mark, "found an unhashable key",
+                key_node.start_mark,
+            ) from None
+    return mapping
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _parse_yaml(text: str, file: Path | None) -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        what = exc.problem or "invalid YAML"
+        raise ConfigError(file, [ConfigProblem("", f"invalid YAML at {where}: {what}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(file, [ConfigProblem("", f"invalid YAML: {exc}")]) from None
+
+
+def _check_keys_are_text(node: Any, path: tuple[Any, ...]) -> Iterator[ConfigProblem]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not isinstance(key, str):
+                yield ConfigProblem(
+                    format_key_path(path),
+                    f"key {key!r} is read by YAML as {type(key).__name__}; quote it: \"{key}\"",
+                )
+            else:
+                yield from _check_keys_are_text(value, (*path, key))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _check_keys_are_text(item, (*path, index))
+
+
+_REFERENCE = re.compile(r"\$\{([^}]*)\}")
+_WHOLE_REFERENCE = re.compile(r"\s*\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}\s*")
+_VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
+
+
+def _check_secrets_are_references(node: Any, path: tuple[Any, ...]) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in SECRET_KEYS and value not in (None, ""):
+                if not (isinstance(value, str) and _WHOLE_REFERENCE.fullmatch(value)):
+                    problems.append(
+                        ConfigProblem(
+                            format_key_path((*path, key)),
+                            "secrets are read from the environment only: write "
+                            f"{key}: ${{SOME_ENV_VAR}} and export SOME_ENV_VAR",
+                        )
+                    )
+            else:
+                problems += _check_secrets_are_references(value, (*path, key))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            problems += _check_secrets_are_references(item, (*path, index))
+    return problems
+
+
+def _interpolate(
+    node: Any, path: tuple[Any, ...], env: Mapping[str, str]
+) -> tuple[Any, list[ConfigProblem]]:
+    """Replace ${VAR} and ${VAR:-default} in every string; '$$' is a literal '$'."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        problems: list[ConfigProblem] = []
+        for key, value in node.items():
+            out[key], found = _interpolate(value, (*path, key), env)
+            problems += found
+        return out, problems
+    if isinstance(node, list):
+        items, problems = [], []
+        for index, item in enumerate(node):
+            value, found = _interpolate(item, (*path, index), env)
+            items.append(value)
+            problems += found
+        return items, problems
+    if not isinstance(node, str) or "$" not in node:
+        return node, []
+    return _interpolate_text(node, path, env)
+
+
+def _interpolate_text(
+    text: str, path: tuple[Any, ...], env: Mapping[str, str]
+) -> tuple[str, list[ConfigProblem]]:
+    problems: list[ConfigProblem] = []
+    out: list[str] = []
+    position = 0
+    while position < len(text):
+        if text.startswith("$$", position):
+            out.append("$")
+            position += 2
+            continue
+        if text.startswith("${", position):
+            match = _REFERENCE.match(text, position)
+            variable = _VARIABLE.fullmatch(match.group(1)) if match else None
+            if match is None or variable is None:
+                problems.append(
+                    ConfigProblem(
+                        format_key_path(path),
+                        "malformed environment reference; write ${VAR} or ${VAR:-default} "
+                        "(and $$ for a literal $)",
+                    )
+                )
+                return text, problems
+            name, default = variable.group(1), variable.group(2)
+            if name in env:
+                out.append(env[name])
+            elif default is not None:
+                out.append(default)
+            else:
+                problems.append(
+                    ConfigProblem(
+                        format_key_path(path),
+                        f"environment variable {name} is not set; export it, "
+                        f"or give a default: ${{{name}:-value}}",
+                    )
+                )
+            position = match.end()
+            continue
+        out.append(text[position])
+        position += 1
+    return "".join(out), problems
+
+
+def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make storage.url, duckdb paths and key paths relative to the config file, not the cwd."""
+
+    def absolute(value: Any) -> Any:
+        if not isinstance(value, str) or not value:
+            return value
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else (base / path).resolve())
+
+    def tunnel(section: Any) -> Any:
+        if isinstance(section, dict) and isinstance(section.get("ssh_tunnel"), dict):
+            ssh = dict(section["ssh_tunnel"])
+            if "private_key_path" in ssh:
+                ssh["private_key_path"] = absolute(ssh["private_key_path"])
+            return {**section, "ssh_tunnel": ssh}
+        return section
+
+    out = dict(raw)
+    storage = out.get("storage")
+    if isinstance(storage, dict) and isinstance(storage.get("url"), str):
+        url = storage["url"]
+        if "://" not in url and url:
+            out["storage"] = {**storage, "url": absolute(url)}
+    connections = out.get("connections")
+    if isinstance(connections, dict):
+        connections = dict(connections)
+        for group in ("sources", "targets"):
+            members = connections.get(group)
+            if isinstance(members, dict):
+                resolved = {}
+                for name, member in members.items():
+                    member = tunnel(member)
+                    if group == "targets" and isinstance(member, dict) and "path" in member:
+                        member = {**member, "path": absolute(member["path"])}
+                    resolved[name] = member
+                connections[group] = resolved
+        out["connections"] = connections
+    return out
+
+
+def _check_references(config: Config) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    groups = {"sources": config.connections.sources, "targets": config.connections.targets}
+    for group, members in groups.items():
+        for name in members:
+            if not re.fullmatch(NAME_PATTERN, name):
+                problems.append(
+                    ConfigProblem(
+                        format_key_path(("connections", group, name)),
+                        f"name '{name}' is not allowed; use {NAME_RULE}",
+                    )
+                )
+    for pipeline_name, pipeline in config.pipelines.items():
+        if not re.fullmatch(NAME_PATTERN, pipeline_name):
+            problems.append(
+                ConfigProblem(
+                    format_key_path(("pipelines", pipeline_name)),
+                    f"pipeline name '{pipeline_name}' is not allowed; use {NAME_RULE}",
+                )
+            )
+        for field, group in (("source", "sources"), ("target", "targets")):
+            wanted = getattr(pipeline, field)
+            members = groups[group]
+            if wanted not in members:
+                defined = ", ".join(sorted(members)) or "none"
+                problems.append(
+                    ConfigProblem(
+                        format_key_path(("pipelines", pipeline_name, field)),
+                        f"'{wanted}' is not defined under connections.{group}"
+                        f"{did_you_mean(wanted, set(members))}; defined: {defined}",
+                    )
+                )
+    return problems
+
+
+# --------------------------------------------------------------------------- pydantic errors
+
+
+def _problems_from_validation(exc: ValidationError, raw: dict[str, Any]) -> list[ConfigProblem]:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        location = _user_location(error["loc"], raw)
+        problems.append(ConfigProblem(format_key_path(location), _describe(error, location, raw)))
+    return problems
+
+
+def _user_location(loc: tuple[Any, ...], raw: Any) -> tuple[Any, ...]:
+    """Drop pydantic's union-tag components, which are not keys of the user's file."""
+    out: list[Any] = []
+    node = raw
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("type", "redshift") == part:
+            continue
+        if isinstance(node, dict) and part == "schema_" and "schema" in node:
+            part = "schema"
+        out.append(part)
+        node = node.get(part) if isinstance(node, dict) else None
+    return tuple(out)
+
+
+def _raw_at(raw: Any, location: tuple[Any, ...]) -> Any:
+    node = raw
+    for part in location:
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            return None
+    return node
+
+
+def _describe(error: Any, location: tuple[Any, ...], raw: Any) -> str:
+    kind = error["type"]
+    key = location[-1] if location else ""
+    value = _raw_at(raw, location)
+    shown = "" if key in SECRET_KEYS else f" (got {value!r})"
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(location[:-1], raw)
+        hint = did_you_mean(str(key), allowed) if allowed else ""
+        listing = f"; allowed here: {', '.join(sorted(allowed))}" if allowed else ""
+        return f"unknown key '{key}'{hint}{listing}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        tag = _target_tag(_raw_at(raw, location))
+        return f"type '{tag}' is not supported{did_you_mean(str(tag), TARGET_TYPES)}; use one of: {', '.join(TARGET_TYPES)}"
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        choices = re.findall(r"'([^']*)'", expected)
+        hint = did_you_mean(str(value), choices) if isinstance(value, str) else ""
+        return f"{value!r} is not allowed{hint}; use one of: {', '.join(choices)}"
+    message = error["msg"]
+    if kind in ("value_error", "assertion_error"):
+        message = re.sub(r"^(Value|Assertion) error, ", "", message)
+        return message
+    return f"{message[0].lower()}{message[1:]}{shown}"
+
+
+def _allowed_keys(location: tuple[Any, ...], raw: Any) -> list[str]:
+    """The keys a model accepts at `location` (used for 'unknown key' messages)."""
+    annotation: Any = Config
+    node = raw
+    for part in location:
+        annotation = _unwrap(annotation, node)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = _field_by_key(annotation, part)
+            if field is None:
+                return []
+            annotation = field.annotation
+        elif typing.get_origin(annotation) is dict:
+            annotation = typing.get_args(annotation)[1]
+        else:
+            return []
+        node = node.get(part) if isinstance(node, dict) else None
+    annotation = _unwrap(annotation, node)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [
+            field.alias or name
+            for name, field in annotation.model_fields.items()
+            if not field.exclude
+        ]
+    return []
+
+
+def _field_by_key(model: type[BaseModel], key: Any) -> Any:
+    for name, field in model.model_fields.items():
+        if key in (name, field.alias):
+            return field
+    return None
+
+
+def _unwrap(annotation: Any, node: Any) -> Any:
+    """Strip Annotated/Optional layers; pick a union member by the node's `type` tag."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+            tag = _target_tag(node) if isinstance(node, Mapping) else None
+            chosen = members[0]
+            for member in members:
+                inner = _unwrap(member, None)
+                fields = getattr(inner, "model_fields", {})
+                if "type" in fields and fields["type"].default == tag:
+                    chosen = member
+                    break
+            annotation = chosen
+        else:
+            return annotation
