@@ -1,4 +1,4 @@
-"""`s3rs`: the command line. A thin shell over the core; user mistakes exit 2 without a traceback."""
+"""`s3rs`: the command line. A thin shell over the core; user mistakes exit 2, no traceback."""
 
 from __future__ import annotations
 

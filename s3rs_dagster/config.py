@@ -115,8 +115,24 @@ class SshTunnelConfig(_Model):
     username: str | None = None
     private_key_path: Path | None = None
     private_key_passphrase: SecretStr | None = None
+    host_key: str | None = Field(
+        default=None,
+        description="The bastion's public host key ('ssh-ed25519 AAAA...'); verified when set.",
+    )
     connect_timeout_seconds: float = Field(default=15.0, gt=0)
     keepalive_seconds: float = Field(default=30.0, ge=0)
+
+    @field_validator("host_key")
+    @classmethod
+    def _host_key_is_openssh_line(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(
+            r"(ssh|ecdsa)-[\w-]+ [A-Za-z0-9+/=]+( .*)?", value
+        ):
+            raise ValueError(
+                "expected an OpenSSH public key line like 'ssh-ed25519 AAAAC3Nza...' "
+                "(ssh-keyscan -t ed25519 BASTION prints it)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _enabled_needs_endpoint(self) -> SshTunnelConfig:
@@ -155,7 +171,7 @@ class SourceConfig(_Model):
     def _time_zone_is_text(cls, value: Any) -> Any:
         if isinstance(value, int):
             raise ValueError(
-                f"YAML read this as the number {value}; quote it, e.g. time_zone: \"+08:00\""
+                f'YAML read this as the number {value}; quote it, e.g. time_zone: "+08:00"'
             )
         return value
 
@@ -197,7 +213,9 @@ class RedshiftTargetConfig(_WarehouseBase):
     @field_validator("iam_role")
     @classmethod
     def _iam_role_is_arn(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]+", value):
+        if value is not None and not re.fullmatch(
+            r"arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]+", value
+        ):
             raise ValueError(
                 f"'{value}' is not an IAM role ARN like arn:aws:iam::123456789012:role/RedshiftCopy"
             )
@@ -484,7 +502,9 @@ class Config(_Model):
 # --------------------------------------------------------------------------- loading
 
 
-def resolve_config_path(explicit: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+def resolve_config_path(
+    explicit: str | Path | None = None, env: Mapping[str, str] | None = None
+) -> Path:
     """--config PATH, else $S3RS_CONFIG, else ./pipelines.yaml; a missing file is a ConfigError."""
     env = os.environ if env is None else env
     if explicit:
@@ -506,7 +526,7 @@ def resolve_config_path(explicit: str | Path | None = None, env: Mapping[str, st
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Find, parse, interpolate and validate pipelines.yaml; raise one ConfigError for all faults."""
+    """Find, parse, interpolate and validate pipelines.yaml; one ConfigError for all faults."""
     env = os.environ if env is None else env
     file = resolve_config_path(path, env)
     try:
@@ -525,8 +545,14 @@ def parse_config(
     if not isinstance(raw, dict):
         kind = "empty" if raw is None else f"a {type(raw).__name__}"
         raise ConfigError(
-            file, [ConfigProblem("", f"the file is {kind}; expected a mapping with "
-                                     "connections, storage and pipelines")]
+            file,
+            [
+                ConfigProblem(
+                    "",
+                    f"the file is {kind}; expected a mapping with "
+                    "connections, storage and pipelines",
+                )
+            ],
         )
     problems = list(_check_keys_are_text(raw, ()))
     problems += _check_secrets_are_references(raw, ())
@@ -567,7 +593,9 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
             mapping[key] = loader.construct_object(value_node, deep=deep)
         except TypeError:
             raise yaml.constructor.ConstructorError(
-                "while reading a mapping", node.start_mark, "found an unhashable key",
+                "while reading a mapping",
+                node.start_mark,
+                "found an unhashable key",
                 key_node.start_mark,
             ) from None
     return mapping
@@ -578,7 +606,7 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 
 def _parse_yaml(text: str, file: Path | None) -> Any:
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_StrictLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
@@ -594,7 +622,7 @@ def _check_keys_are_text(node: Any, path: tuple[Any, ...]) -> Iterator[ConfigPro
             if not isinstance(key, str):
                 yield ConfigProblem(
                     format_key_path(path),
-                    f"key {key!r} is read by YAML as {type(key).__name__}; quote it: \"{key}\"",
+                    f'key {key!r} is read by YAML as {type(key).__name__}; quote it: "{key}"',
                 )
             else:
                 yield from _check_keys_are_text(value, (*path, key))
@@ -821,7 +849,8 @@ def _describe(error: Any, location: tuple[Any, ...], raw: Any) -> str:
         return "required key is missing"
     if kind == "union_tag_invalid":
         tag = _target_tag(_raw_at(raw, location))
-        return f"type '{tag}' is not supported{did_you_mean(str(tag), TARGET_TYPES)}; use one of: {', '.join(TARGET_TYPES)}"
+        hint = did_you_mean(str(tag), TARGET_TYPES)
+        return f"type '{tag}' is not supported{hint}; use one of: {', '.join(TARGET_TYPES)}"
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         choices = re.findall(r"'([^']*)'", expected)
