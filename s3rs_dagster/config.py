@@ -32,6 +32,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     SecretStr,
     Tag,
     ValidationError,
@@ -474,7 +475,12 @@ class Config(_Model):
     connections: ConnectionsConfig = ConnectionsConfig()
     storage: StorageConfig
     pipelines: dict[str, PipelineConfig] = Field(min_length=1)
-    source_file: Path | None = Field(default=None, exclude=True)
+    _source_file: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source_file(self) -> Path | None:
+        """The file this config was read from (None when parsed from text alone)."""
+        return self._source_file
 
     def pipeline(self, name: str) -> PipelineConfig:
         """The named pipeline, or a ConfigError that lists the defined ones."""
@@ -564,9 +570,10 @@ def parse_config(
     base = file.parent if file is not None else Path.cwd()
     interpolated = _resolve_relative_paths(interpolated, base)
     try:
-        config = Config.model_validate({**interpolated, "source_file": file})
+        config = Config.model_validate(interpolated)
     except ValidationError as exc:
         raise ConfigError(file, _problems_from_validation(exc, interpolated)) from None
+    config._source_file = file
     problems = _check_references(config)
     if problems:
         raise ConfigError(file, problems)
@@ -881,11 +888,7 @@ def _allowed_keys(location: tuple[Any, ...], raw: Any) -> list[str]:
         node = node.get(part) if isinstance(node, dict) else None
     annotation = _unwrap(annotation, node)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [
-            field.alias or name
-            for name, field in annotation.model_fields.items()
-            if not field.exclude
-        ]
+        return [field.alias or name for name, field in annotation.model_fields.items()]
     return []
 
 
