@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pymysql
+import pymysql.converters
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
@@ -22,6 +23,13 @@ from s3rs_dagster.config import SourceConfig
 _ACCESS_DENIED = {1044, 1045}
 _UNREACHABLE = {2003, 2005, 2013}
 _UNKNOWN_DATABASE = 1049
+
+
+RAW_TEXT_CONVERSIONS = {
+    key: value for key, value in pymysql.converters.conversions.items() if not isinstance(key, int)
+}
+"""PyMySQL `conv` that keeps the parameter encoders and drops every result decoder: values
+arrive as the server's text (str) or bytes (binary columns), for vectorised casting in Arrow."""
 
 
 class SourceError(Exception):
@@ -41,25 +49,33 @@ def source_url(source: SourceConfig, host: str, port: int) -> URL:
 
 
 @contextmanager
-def open_source(source: SourceConfig, *, tunnels: TunnelRegistry = TUNNELS) -> Iterator[Engine]:
-    """An Engine for the source, through its SSH tunnel when enabled; disposed on exit."""
+def open_source(
+    source: SourceConfig, *, tunnels: TunnelRegistry = TUNNELS, raw_text: bool = False
+) -> Iterator[Engine]:
+    """An Engine for the source, through its SSH tunnel when enabled; disposed on exit.
+
+    With raw_text=True, result values are not decoded into Python types (see
+    RAW_TEXT_CONVERSIONS); use it for bulk reads only, not for SQLAlchemy reflection.
+    """
     if source.ssh_tunnel.enabled:
         with tunnels.forward(source.ssh_tunnel, source.host, source.port) as (host, port):
-            engine = _engine(source, host, port)
+            engine = _engine(source, host, port, raw_text)
             try:
                 yield engine
             finally:
                 engine.dispose()
     else:
-        engine = _engine(source, source.host, source.port)
+        engine = _engine(source, source.host, source.port, raw_text)
         try:
             yield engine
         finally:
             engine.dispose()
 
 
-def _engine(source: SourceConfig, host: str, port: int) -> Engine:
+def _engine(source: SourceConfig, host: str, port: int, raw_text: bool) -> Engine:
     connect_args: dict[str, object] = {"connect_timeout": source.connect_timeout_seconds}
+    if raw_text:
+        connect_args["conv"] = RAW_TEXT_CONVERSIONS
     if source.read_timeout_seconds:
         connect_args["read_timeout"] = source.read_timeout_seconds
     engine = sa.create_engine(
