@@ -43,6 +43,7 @@ class TunnelError(Exception):
 @dataclass
 class _SharedTunnel:
     forwarder: sshtunnel.SSHTunnelForwarder
+    port: int
     users: int = 0
 
 
@@ -72,13 +73,15 @@ class TunnelRegistry:
         with self._lock:
             shared = self._tunnels.get(key)
             if shared is not None and not shared.forwarder.is_active:
+                # Reopen on the same local port: engines already hold it in their URL.
                 shared.forwarder.stop(force=True)
-                shared.forwarder = _open(tunnel, remote_host, remote_port)
+                shared.forwarder = _open(tunnel, remote_host, remote_port, shared.port)
             if shared is None:
-                shared = _SharedTunnel(_open(tunnel, remote_host, remote_port))
+                forwarder = _open(tunnel, remote_host, remote_port)
+                shared = _SharedTunnel(forwarder, forwarder.local_bind_port)
                 self._tunnels[key] = shared
             shared.users += 1
-            port = shared.forwarder.local_bind_port
+            port = shared.port
         try:
             yield LOCAL_HOST, port
         finally:
@@ -108,6 +111,12 @@ def _load_key(tunnel: SshTunnelConfig) -> paramiko.PKey:
         raise TunnelError(
             f"SSH key {path} for bastion {_describe(tunnel)} does not exist "
             "(check ssh_tunnel.private_key_path)"
+        )
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise TunnelError(
+            f"SSH key {path} is readable by others (mode {mode:04o}); ssh refuses such keys "
+            f"and so do we: run chmod 600 {path}"
         )
     passphrase = (
         tunnel.private_key_passphrase.get_secret_value() if tunnel.private_key_passphrase else None
@@ -159,7 +168,7 @@ def _verify_host_key(tunnel: SshTunnelConfig) -> None:
 
 
 def _open(
-    tunnel: SshTunnelConfig, remote_host: str, remote_port: int
+    tunnel: SshTunnelConfig, remote_host: str, remote_port: int, local_port: int = 0
 ) -> sshtunnel.SSHTunnelForwarder:
     key = _load_key(tunnel)
     where = _describe(tunnel)
@@ -173,7 +182,7 @@ def _open(
         allow_agent=False,
         host_pkey_directories=[],
         remote_bind_address=(remote_host, remote_port),
-        local_bind_address=(LOCAL_HOST, 0),
+        local_bind_address=(LOCAL_HOST, local_port),
         set_keepalive=tunnel.keepalive_seconds,
         mute_exceptions=True,
         logger=sshtunnel_logger,

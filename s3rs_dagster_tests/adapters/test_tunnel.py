@@ -53,8 +53,8 @@ def test_dead_tunnel_is_reopened_for_the_next_user(stack: Stack) -> None:
             socket.create_connection((host, port), timeout=5) as sock,
         ):
             assert sock.recv(4), "MariaDB greets through the reopened tunnel"
+            assert port == first_port, "engines holding the old port keep working"
     assert registry.open_count() == 0
-    assert first_port > 0
 
 
 def test_host_key_is_verified_when_configured(stack: Stack) -> None:
@@ -85,3 +85,13 @@ def test_missing_key_file(stack: Stack, tmp_path: Path) -> None:
 def test_unreachable_bastion(stack: Stack) -> None:
     with pytest.raises(TunnelError, match=r"cannot reach SSH bastion .*:1: "):
         open_and_close(TunnelRegistry(), bastion(stack, port=1), stack)
+
+
+def test_key_readable_by_others_is_refused_with_the_fix(stack: Stack, tmp_path: Path) -> None:
+    key = tmp_path / "bastion.pem"
+    key.write_bytes(Path(stack["SSH_BASTION_KEY_PATH"]).read_bytes())
+    key.chmod(0o644)
+    with pytest.raises(TunnelError, match=rf"mode 0644.*chmod 600 {key}"):
+        open_and_close(TunnelRegistry(), bastion(stack, private_key_path=key), stack)
+    key.chmod(0o600)
+    open_and_close(TunnelRegistry(), bastion(stack, private_key_path=key), stack)
