@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import threading
+import time
 from collections.abc import Callable
+from dataclasses import asdict
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -11,7 +15,10 @@ import click
 
 from s3rs_dagster import __version__
 from s3rs_dagster.config import CONFIG_ENV_VAR, Config, ConfigError, load_config
+from s3rs_dagster.core.extract import ExtractReport, Progress
+from s3rs_dagster.core.sync import extract_pipeline
 
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -110,6 +117,163 @@ def config_validate(obj: Context) -> None:
                 f"  {table_name:<{width}}  {table.cdc_strategy:<14} cursor={cursor:<12} "
                 f"partitioning={table.partitioning}"
             )
+
+
+@cli.command()
+@click.option("-p", "--pipeline", required=True, help="Pipeline name from pipelines.yaml.")
+@click.option(
+    "-t",
+    "--table",
+    "tables",
+    multiple=True,
+    help="Table (schema.table, or the bare name); repeat for several. Default: all.",
+)
+@click.option("--backup-only", is_flag=True, help="MySQL -> S3 only: extract, do not load.")
+@click.option("--redshift-only", is_flag=True, help="S3 -> warehouse only: load existing files.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="Rows per extraction chunk (default: processing.batch_size). Loading is not limited.",
+)
+@click.option(
+    "--max-chunks",
+    type=click.IntRange(min=1),
+    help="Chunks per table at most; the rest waits for the next run. Loading is not limited.",
+)
+@click.option("--dry-run", is_flag=True, help="Write nothing; say what would be extracted.")
+@click.option("--json-output", is_flag=True, help="Print the run's report as JSON.")
+@click.pass_obj
+@user_errors
+def sync(
+    obj: Context,
+    pipeline: str,
+    tables: tuple[str, ...],
+    backup_only: bool,
+    redshift_only: bool,
+    limit: int | None,
+    max_chunks: int | None,
+    dry_run: bool,
+    json_output: bool,
+) -> None:
+    """Back up tables from MySQL to S3 as Parquet (and load them into the warehouse).
+
+    --limit and --max-chunks bound extraction only: at most LIMIT x MAX_CHUNKS new rows per
+    table per run. Exits 0 when every table succeeded, 1 when any failed, 2 on a usage error.
+
+    \b
+    Examples:
+      s3rs sync -p us_dw -t settlement.settle_orders --backup-only
+      s3rs sync -p us_dw --backup-only --limit 10000 --max-chunks 5
+      s3rs sync -p us_dw -t settle_orders --backup-only --dry-run
+    """
+    if backup_only and redshift_only:
+        raise click.UsageError("--backup-only and --redshift-only exclude each other")
+    if not backup_only:
+        raise click.UsageError(
+            "the load stage (S3 -> warehouse) is not built yet; run with --backup-only"
+        )
+    cfg = obj.config
+    names = list(tables) or None
+    for name in names or []:
+        cfg.table(pipeline, name)
+    reporter = _ProgressPrinter(enabled=not json_output)
+    reports = extract_pipeline(
+        cfg,
+        pipeline,
+        names,
+        limit=limit,
+        max_chunks=max_chunks,
+        dry_run=dry_run,
+        progress=reporter,
+    )
+    if json_output:
+        click.echo(json.dumps([_report_json(report) for report in reports], indent=2))
+    else:
+        for report in reports:
+            _print_report(report)
+    failed = [report.table for report in reports if not report.ok]
+    if failed:
+        if not json_output:
+            click.secho(f"failed: {', '.join(failed)}", fg="red", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+class _ProgressPrinter:
+    """One line per table at most every second: rows, files, size and rate."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, progress: Progress) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(progress.table, 0.0) < 1.0:
+                return
+            self._last[progress.table] = now
+        click.echo(
+            f"  {progress.table}: {progress.rows:,} rows, {progress.files} files, "
+            f"{_size(progress.bytes)}, {progress.rows_per_second:,.0f} rows/s",
+            err=True,
+        )
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:,.1f} {unit}" if unit != "B" else f"{count} B"
+        value /= 1024
+    return f"{value:,.1f} TB"
+
+
+def _watermark_text(summary: dict[str, Any] | None) -> str:
+    if not summary or summary.get("status") == "never":
+        return "(none)"
+    return (
+        f"{summary.get('last_timestamp') or '-'} / id {summary.get('last_id')} "
+        f"({summary.get('total_rows'):,} rows, {summary.get('status')})"
+    )
+
+
+def _print_report(report: ExtractReport) -> None:
+    colour = "green" if report.ok else "red"
+    if report.dry_run is not None:
+        plan = report.dry_run
+        click.secho(f"{report.table}: dry run, nothing written", fg=colour)
+        click.echo(
+            f"  would extract {plan.rows_to_extract:,} of {plan.rows_pending:,} pending rows in "
+            f"{plan.chunks} chunk(s), after {plan.from_cursor or 'the beginning'} "
+            f"up to {plan.to_bound or 'the end'}"
+        )
+    elif report.ok:
+        click.secho(
+            f"{report.table}: extracted {report.rows:,} rows in {report.files} file(s), "
+            f"{_size(report.bytes)}, {report.seconds:.1f}s, {report.rows_per_second:,.0f} rows/s",
+            fg=colour,
+        )
+        click.echo(
+            f"  watermark: {_watermark_text(report.watermark_before)} -> "
+            f"{_watermark_text(report.watermark_after)}"
+        )
+    else:
+        click.secho(f"{report.table}: FAILED: {report.error}", fg=colour)
+    if report.chunk_limit_reached:
+        click.echo("  stopped at --max-chunks; the rest waits for the next run")
+    for column, count in sorted(report.zero_dates.items()):
+        click.echo(f"  {count:,} zero dates in {column} became NULL")
+    for warning in report.warnings:
+        click.secho(f"  warning: {warning}", fg="yellow")
+
+
+def _report_json(report: ExtractReport) -> dict[str, Any]:
+    data = asdict(report)
+    data["rows_per_second"] = round(report.rows_per_second, 1)
+    data["ok"] = report.ok
+    return data
 
 
 def main() -> None:

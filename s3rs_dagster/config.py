@@ -348,6 +348,7 @@ class ProcessingConfig(_Model):
 CdcStrategy = Literal["hybrid", "timestamp_only", "id_only", "full_sync"]
 Partitioning = Literal["daily", "hourly", "monthly", "none"]
 WriteMode = Literal["merge", "append", "replace"]
+TimestampUnit = Literal["seconds", "milliseconds", "microseconds"]
 TIMESTAMP_STRATEGIES = ("hybrid", "timestamp_only")
 
 
@@ -357,6 +358,8 @@ class TableDefaults(_Model):
     cdc_strategy: CdcStrategy | None = None
     cdc_timestamp_column: str | None = None
     cdc_id_column: str | None = None
+    cdc_lag_seconds: int | None = None
+    cdc_timestamp_unit: TimestampUnit | None = None
     partitioning: Partitioning | None = None
     start_date: date | None = None
     write_mode: WriteMode | None = None
@@ -368,6 +371,15 @@ class TableConfig(_Model):
     cdc_strategy: CdcStrategy = "hybrid"
     cdc_timestamp_column: str | None = None
     cdc_id_column: str | None = None
+    cdc_lag_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=86_400,
+        description="Leave rows newer than this many seconds for the next run (late commits).",
+    )
+    cdc_timestamp_unit: TimestampUnit = Field(
+        default="seconds", description="Unit of an integer epoch cursor column."
+    )
     primary_key: list[str] | None = Field(default=None, min_length=1)
     target_name: str | None = None
     partitioning: Partitioning | None = None

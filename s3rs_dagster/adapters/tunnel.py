@@ -62,20 +62,10 @@ class TunnelRegistry:
         self, tunnel: SshTunnelConfig, remote_host: str, remote_port: int
     ) -> Iterator[tuple[str, int]]:
         """Yield the local (host, port) that reaches remote_host:remote_port via the bastion."""
-        key: _TunnelKey = (
-            str(tunnel.host),
-            tunnel.port,
-            str(tunnel.username),
-            str(tunnel.private_key_path),
-            remote_host,
-            remote_port,
-        )
+        key = _key(tunnel, remote_host, remote_port)
+        self.revive(tunnel, remote_host, remote_port)
         with self._lock:
             shared = self._tunnels.get(key)
-            if shared is not None and not shared.forwarder.is_active:
-                # Reopen on the same local port: engines already hold it in their URL.
-                shared.forwarder.stop(force=True)
-                shared.forwarder = _open(tunnel, remote_host, remote_port, shared.port)
             if shared is None:
                 forwarder = _open(tunnel, remote_host, remote_port)
                 shared = _SharedTunnel(forwarder, forwarder.local_bind_port)
@@ -91,10 +81,33 @@ class TunnelRegistry:
                     del self._tunnels[key]
                     shared.forwarder.stop(force=True)
 
+    def revive(self, tunnel: SshTunnelConfig, remote_host: str, remote_port: int) -> None:
+        """Reopen the tunnel to remote_host:remote_port if its SSH link died.
+
+        It reopens on the same local port: engines already hold that port in their URL.
+        """
+        key = _key(tunnel, remote_host, remote_port)
+        with self._lock:
+            shared = self._tunnels.get(key)
+            if shared is not None and not shared.forwarder.is_active:
+                shared.forwarder.stop(force=True)
+                shared.forwarder = _open(tunnel, remote_host, remote_port, shared.port)
+
     def open_count(self) -> int:
         """How many tunnels are open now (one per bastion and remote endpoint)."""
         with self._lock:
             return len(self._tunnels)
+
+
+def _key(tunnel: SshTunnelConfig, remote_host: str, remote_port: int) -> _TunnelKey:
+    return (
+        str(tunnel.host),
+        tunnel.port,
+        str(tunnel.username),
+        str(tunnel.private_key_path),
+        remote_host,
+        remote_port,
+    )
 
 
 TUNNELS = TunnelRegistry()

@@ -1,0 +1,820 @@
+"""The extract stage: one table from MySQL into immutable Parquet files, resumably.
+
+A run holds the table's lease, reads its watermark, reflects and pins the schema, takes an
+upper bound (the database's clock minus the configured lag, or MAX(id) for id_only), then
+pages through the table in CDC order: one keyset query per chunk (`--limit` rows), streamed
+from a server-side cursor in record batches, written as Parquet per partition window. Each
+file is uploaded, then committed: a single conditional write of the watermark lists the file
+and moves the cursor past its rows. A run killed anywhere restarts from the last commit; an
+uploaded but uncommitted file is listed nowhere, so it is never loaded.
+
+Rows whose timestamp cursor is NULL cannot be ordered by it. With a key to page on they are
+extracted in a second pass ordered by that key (new NULL rows are picked up by later runs);
+without one they are counted and reported in every run (docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pymysql.cursors
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+
+from s3rs_dagster.adapters.source import SourceError, explain_source_error, open_source
+from s3rs_dagster.adapters.storage import Storage, StorageError, open_storage
+from s3rs_dagster.adapters.tunnel import TUNNELS, TunnelError
+from s3rs_dagster.config import Config, SourceConfig, TableConfig
+from s3rs_dagster.core import naming
+from s3rs_dagster.core.cursor import (
+    CursorError,
+    CursorSpec,
+    after,
+    cursor_text,
+    parameter,
+    resolve_cursor,
+    timestamp_instant,
+    timestamp_text,
+    zone_of,
+)
+from s3rs_dagster.core.lease import Lease, LeaseHeld, LeaseLost
+from s3rs_dagster.core.schema import SchemaError, TablePlan, plan_table, quote_mysql, reflect_table
+from s3rs_dagster.core.state import (
+    Cursor,
+    FileEntry,
+    StateError,
+    Watermark,
+    WatermarkStore,
+    utc_now,
+)
+
+FETCH_ROWS = 10_000
+"""Rows fetched from the server-side cursor and converted to Arrow at a time."""
+MANIFEST_EVERY = 100
+"""Committed files kept in the watermark before they move into an immutable manifest."""
+CONNECTION_RETRIES = 3
+"""Attempts per chunk when the connection (or its tunnel) drops; waits 1, 2, 4 s between."""
+_CONNECTION_LOST = {2006, 2013, 2055}
+
+EXPECTED_ERRORS = (
+    CursorError,
+    LeaseHeld,
+    LeaseLost,
+    SchemaError,
+    SourceError,
+    StateError,
+    StorageError,
+    TunnelError,
+)
+"""Failures a user can act on: reported as the table's error, never as a traceback."""
+
+
+@dataclass
+class Progress:
+    """Reported after every committed file."""
+
+    pipeline: str
+    table: str
+    rows: int
+    files: int
+    bytes: int
+    seconds: float
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class DryRunPlan:
+    rows_pending: int
+    rows_to_extract: int
+    chunks: int
+    from_cursor: dict[str, Any] | None
+    to_bound: str | None
+
+
+@dataclass
+class ExtractReport:
+    """What one table's extraction did (or, for a dry run, would do)."""
+
+    pipeline: str
+    table: str
+    run_id: str
+    status: str = "running"
+    rows: int = 0
+    files: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    chunk_limit_reached: bool = False
+    watermark_before: dict[str, Any] | None = None
+    watermark_after: dict[str, Any] | None = None
+    zero_dates: dict[str, int] = field(default_factory=dict)
+    null_cursor_rows: int = 0
+    warnings: list[str] = field(default_factory=list)
+    file_keys: list[str] = field(default_factory=list)
+    dry_run: DryRunPlan | None = None
+    error: str | None = None
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("success", "dry_run")
+
+
+def extract_table(
+    config: Config,
+    pipeline: str,
+    table: str,
+    *,
+    limit: int | None = None,
+    max_chunks: int | None = None,
+    dry_run: bool = False,
+    storage: Storage | None = None,
+    progress: ProgressCallback | None = None,
+) -> ExtractReport:
+    """Extract one table; never raises for a user-fixable failure (see report.status/error)."""
+    table_key, table_config = config.table(pipeline, table)
+    pipeline_config = config.pipeline(pipeline)
+    report = ExtractReport(pipeline=pipeline, table=table_key, run_id=naming.new_run_id())
+    started = time.monotonic()
+    try:
+        run = _Run(
+            config=config,
+            pipeline=pipeline,
+            table=table_key,
+            table_config=table_config,
+            source=config.connections.sources[pipeline_config.source],
+            target=pipeline_config.target,
+            storage=storage or open_storage(config.storage),
+            limit=limit or pipeline_config.processing.batch_size,
+            max_chunks=max_chunks,
+            report=report,
+            progress=progress,
+            started_monotonic=started,
+        )
+        run.execute(dry_run=dry_run)
+        report.status = "dry_run" if dry_run else "success"
+    except EXPECTED_ERRORS as exc:
+        report.status = "failed"
+        report.error = str(exc)
+    finally:
+        report.seconds = time.monotonic() - started
+    return report
+
+
+@dataclass
+class _Run:
+    config: Config
+    pipeline: str
+    table: str
+    table_config: TableConfig
+    source: SourceConfig
+    target: str
+    storage: Storage
+    limit: int
+    max_chunks: int | None
+    report: ExtractReport
+    progress: ProgressCallback | None
+    started_monotonic: float
+    started_at: datetime = field(default_factory=utc_now)
+    store: WatermarkStore = field(init=False)
+    watermark: Watermark = field(init=False)
+    etag: str | None = field(init=False, default=None)
+    lease: Lease | None = field(init=False, default=None)
+    plan: TablePlan = field(init=False)
+    spec: CursorSpec = field(init=False)
+    zone: tzinfo = field(init=False)
+    chunks_done: int = field(init=False, default=0)
+    file_seq: int = field(init=False, default=0)
+    upper: str | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.store = WatermarkStore(self.storage, self.pipeline, self.table, self.target)
+        self.zone = zone_of(self.source.time_zone)
+
+    # ------------------------------------------------------------------ run
+
+    def execute(self, *, dry_run: bool) -> None:
+        lease = (
+            nullcontext()
+            if dry_run
+            else Lease(
+                self.storage,
+                naming.lock_key(self.pipeline, self.table),
+                run_id=self.report.run_id,
+                purpose="extract",
+            )
+        )
+        with lease as held, ExitStack() as stack:
+            self.lease = held if isinstance(held, Lease) else None
+            self.watermark, self.etag = self.store.load()
+            self.report.watermark_before = _summary(self.watermark)
+            meta = stack.enter_context(self._source_engine(raw_text=False))
+            raw = stack.enter_context(self._source_engine(raw_text=True))
+            with meta.connect() as connection:
+                source_table = _reflect(connection, self.table, self.source)
+            self.plan = plan_table(source_table, previous_mapping=self.watermark.column_mapping)
+            self.spec = resolve_cursor(source_table, self.table_config)
+            connection = _RawConnection(raw, self.source)
+            stack.callback(connection.close)
+            if dry_run:
+                self._dry_run(connection)
+                return
+            self._start(connection)
+            try:
+                self._extract(connection)
+            except BaseException as exc:
+                self._finish(error=str(exc) or type(exc).__name__)
+                raise
+            self._finish(error=None)
+
+    @contextmanager
+    def _source_engine(self, *, raw_text: bool) -> Iterator[Engine]:
+        with open_source(self.source, raw_text=raw_text) as engine:
+            yield engine
+
+    def _start(self, connection: _RawConnection) -> None:
+        state = self.watermark.mysql_state
+        if self.watermark.schema_fingerprint not in (None, self.plan.fingerprint):
+            self.report.warnings.append(
+                f"the source schema changed since the last run (fingerprint "
+                f"{self.watermark.schema_fingerprint} -> {self.plan.fingerprint}); new files "
+                "carry the new schema"
+            )
+        self.watermark.column_mapping = dict(self.plan.column_mapping)
+        self.watermark.schema_fingerprint = self.plan.fingerprint
+        state.status = "running"
+        state.last_run_id = self.report.run_id
+        state.last_run_started_at = self.started_at
+        state.last_error = None
+        if self.spec.strategy == "full_sync" and (
+            state.snapshot_run_id is None or not self.spec.keys
+        ):
+            # Without a key a snapshot cannot resume, so each run starts a new one.
+            state.snapshot_run_id = self.report.run_id
+            state.cursor = None
+        self._save()
+        self._report_rows_outside(connection)
+
+    def _finish(self, *, error: str | None) -> None:
+        state = self.watermark.mysql_state
+        state.last_run_finished_at = utc_now()
+        state.status = "failed" if error else "success"
+        state.last_error = error
+        try:
+            self._flush_manifest()
+            self._save()
+        except (StateError, StorageError, LeaseLost):
+            if error is None:
+                raise
+        self.report.watermark_after = _summary(self.watermark)
+
+    # ------------------------------------------------------------------ lanes
+
+    def _extract(self, connection: _RawConnection) -> None:
+        self.upper = self._upper_bound(connection)
+        if not self._lane(connection, null_lane=False):
+            return
+        if self.spec.strategy == "full_sync":
+            state = self.watermark.mysql_state
+            state.last_complete_snapshot = state.snapshot_run_id
+            state.snapshot_run_id = None
+            state.cursor = None
+            self._save()
+        elif self.spec.timestamp is not None and self.spec.keys:
+            self._lane(connection, null_lane=True)
+
+    def _lane(self, connection: _RawConnection, *, null_lane: bool) -> bool:
+        """Run chunks until the lane is caught up (True) or --max-chunks stops it (False)."""
+        while self._chunk_allowed():
+            if self._chunk(connection, null_lane=null_lane):
+                return True
+        return False
+
+    def _chunk_allowed(self) -> bool:
+        if self.max_chunks is not None and self.chunks_done >= self.max_chunks:
+            self.report.chunk_limit_reached = True
+            return False
+        return True
+
+    def _chunk(self, connection: _RawConnection, *, null_lane: bool) -> bool:
+        """Extract one chunk; True when it reached the end of the lane."""
+        self.chunks_done += 1
+        for attempt in range(CONNECTION_RETRIES + 1):
+            try:
+                # Built anew on each attempt: a retried chunk starts after the last commit.
+                query = self._chunk_query(connection, null_lane)
+                return self._stream_chunk(connection, query, null_lane)
+            except _ConnectionLost as lost:
+                if attempt == CONNECTION_RETRIES:
+                    raise SourceError(
+                        f"lost the connection to the source ({_endpoint(self.source)}) "
+                        f"{CONNECTION_RETRIES + 1} times in a row; last error: {lost}"
+                    ) from None
+                time.sleep(2**attempt)
+                connection.reconnect()
+        raise AssertionError("unreachable")
+
+    def _where(self, null_lane: bool) -> tuple[list[str], list[object]]:
+        """The chunk's conditions: after the cursor, below the run's upper bound."""
+        spec = self.spec
+        state = self.watermark.mysql_state
+        conditions: list[str] = []
+        params: list[object] = []
+        ts = quote_mysql(spec.timestamp.name) if spec.timestamp else None
+        if null_lane:
+            conditions.append(f"{ts} IS NULL")
+            if state.null_cursor_key:
+                sql, values = after(spec.keys, state.null_cursor_key)
+                conditions.append(sql)
+                params += values
+            return conditions, params
+        position = state.cursor
+        if position is not None:
+            texts = ([position.timestamp] if spec.timestamp else []) + position.key
+            sql, values = after(spec.order_columns, [str(text) for text in texts])
+            conditions.append(sql)
+            params += values
+        elif ts is not None and self._lower_bound() is not None:
+            conditions.append(f"{ts} >= %s")
+            params.append(self._lower_bound())
+        if ts is not None:
+            conditions.append(f"{ts} < %s")
+            params.append(self.upper)
+        elif spec.strategy == "id_only" and self.upper is not None:
+            conditions.append(f"{quote_mysql(spec.keys[0].name)} <= %s")
+            params.append(parameter(spec.keys[0], self.upper))
+        return conditions, params
+
+    def _chunk_query(self, connection: _RawConnection, null_lane: bool) -> _Query:
+        spec = self.spec
+        order = spec.keys if null_lane else spec.order_columns
+        conditions, params = self._where(null_lane)
+        limit: int | None = self.limit if order else None
+        reaches_end = not order
+        if order and not (null_lane or spec.keys):
+            # timestamp_only without a key: a chunk must end at a timestamp boundary, so it
+            # takes every row up to the timestamp of its limit-th row, ties included.
+            ts = quote_mysql(order[0].name)
+            boundary = connection.scalar(
+                f"SELECT {ts} FROM {self._table_sql()}{_where_sql(conditions)} "
+                f"ORDER BY {ts} LIMIT 1 OFFSET {self.limit - 1}",
+                params,
+            )
+            limit = None
+            reaches_end = boundary is None
+            if boundary is not None:
+                conditions = [*conditions, f"{ts} <= %s"]
+                params = [*params, boundary]
+        columns = ", ".join(column.select_sql for column in self.plan.columns)
+        cursor_select = "".join(f", {quote_mysql(column.name)}" for column in order)
+        sql = f"SELECT {columns}{cursor_select} FROM {self._table_sql()}{_where_sql(conditions)}"
+        if order:
+            sql += f" ORDER BY {', '.join(quote_mysql(column.name) for column in order)}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return _Query(sql, params, len(order), limit, reaches_end)
+
+    def _table_sql(self) -> str:
+        return f"{quote_mysql(self.plan.source.schema)}.{quote_mysql(self.plan.source.name)}"
+
+    def _stream_chunk(self, connection: _RawConnection, query: _Query, null_lane: bool) -> bool:
+        """Stream one chunk into files; True when it reached the end of the lane."""
+        width = len(self.plan.columns)
+        total = 0
+        writer = _PartitionedWriter(self, null_lane)
+        try:
+            for rows in connection.stream(query.sql, query.params, min(FETCH_ROWS, self.limit)):
+                batch, zero_dates = self.plan.to_record_batch([row[:width] for row in rows])
+                cursors = [row[width:] for row in rows] if query.cursor_columns else None
+                for column, count in zero_dates.items():
+                    self.report.zero_dates[column] = self.report.zero_dates.get(column, 0) + count
+                writer.add(batch, cursors)
+                total += len(rows)
+                if not query.cursor_columns and writer.rows >= self.limit:
+                    # An unordered stream (full_sync without a key) is cut into chunks here.
+                    writer.commit_all()
+                    if not self._chunk_allowed():
+                        return False
+                    self.chunks_done += 1
+            writer.commit_all()
+        finally:
+            writer.discard()
+        return query.reaches_end or (query.limit is not None and total < query.limit)
+
+    # ------------------------------------------------------------------ bounds
+
+    def _lower_bound(self) -> str | None:
+        start = self.table_config.start_date
+        if start is None or self.spec.timestamp is None:
+            return None
+        midnight = datetime.combine(start, datetime.min.time(), self.zone)
+        if self.spec.timestamp_kind in ("epoch", "timestamp"):
+            midnight = datetime.combine(start, datetime.min.time(), UTC)
+        return timestamp_text(midnight, self.spec, self.zone)
+
+    def _upper_bound(self, connection: _RawConnection) -> str | None:
+        if self.spec.timestamp is not None:
+            now_text = connection.scalar("SELECT UTC_TIMESTAMP(6)", [])
+            now = datetime.fromisoformat(str(now_text)).replace(tzinfo=UTC)
+            bound = now - timedelta(seconds=self.table_config.cdc_lag_seconds)
+            return timestamp_text(bound, self.spec, self.zone)
+        if self.spec.strategy == "id_only":
+            key = quote_mysql(self.spec.keys[0].name)
+            value = connection.scalar(f"SELECT MAX({key}) FROM {self._table_sql()}", [])
+            return None if value is None else str(value)
+        return None
+
+    def _report_rows_outside(self, connection: _RawConnection) -> None:
+        """Warn, every run, about rows the timestamp cursor can never reach."""
+        spec = self.spec
+        if spec.timestamp is None:
+            return
+        ts = quote_mysql(spec.timestamp.name)
+        table = self._table_sql()
+        if not spec.keys:
+            nulls = int(connection.scalar(f"SELECT COUNT(*) FROM {table} WHERE {ts} IS NULL", []))
+            if nulls:
+                self.report.null_cursor_rows = nulls
+                self.report.warnings.append(
+                    f"{nulls} rows have NULL {spec.timestamp.name} and the table has no key to "
+                    "page them by: they are not extracted (give the table a primary key, or use "
+                    "cdc_strategy: full_sync)"
+                )
+        lower = self._lower_bound()
+        if lower is not None and self.watermark.mysql_state.cursor is None:
+            before = int(
+                connection.scalar(f"SELECT COUNT(*) FROM {table} WHERE {ts} < %s", [lower])
+            )
+            if before:
+                self.report.warnings.append(
+                    f"{before} rows have {spec.timestamp.name} before start_date "
+                    f"{self.table_config.start_date} (or a zero date): they are not extracted; "
+                    "set an earlier start_date to include them"
+                )
+
+    def _dry_run(self, connection: _RawConnection) -> None:
+        self.upper = self._upper_bound(connection)
+        conditions, params = self._where(null_lane=False)
+        pending = int(
+            connection.scalar(
+                f"SELECT COUNT(*) FROM {self._table_sql()}{_where_sql(conditions)}", params
+            )
+        )
+        cap = pending if self.max_chunks is None else min(pending, self.limit * self.max_chunks)
+        position = self.watermark.mysql_state.cursor
+        self.report.dry_run = DryRunPlan(
+            rows_pending=pending,
+            rows_to_extract=cap,
+            chunks=math.ceil(cap / self.limit) if cap else 0,
+            from_cursor=position.model_dump() if position else None,
+            to_bound=self.upper,
+        )
+        self.report.chunk_limit_reached = cap < pending
+        self._report_rows_outside(connection)
+
+    # ------------------------------------------------------------------ commits
+
+    def commit_file(
+        self,
+        path: Path,
+        partition: str,
+        rows: int,
+        first: tuple[Any, ...] | None,
+        last: tuple[Any, ...] | None,
+        null_lane: bool,
+    ) -> None:
+        """Upload one finished Parquet file, then list it and move the cursor in one write."""
+        if self.lease is not None:
+            self.lease.check()
+        self.file_seq += 1
+        key = naming.file_key(
+            self.pipeline, self.table, partition, self.started_at, self.report.run_id, self.file_seq
+        )
+        info = self.storage.put_file(path, key)
+        state = self.watermark.mysql_state
+        entry = FileEntry(
+            key=key,
+            uri=self.storage.uri(key),
+            rows=rows,
+            bytes=info.size,
+            schema_fingerprint=self.plan.fingerprint,
+            partition=partition,
+            run_id=self.report.run_id,
+            created_at=utc_now(),
+            cursor_min=self._cursor(first, null_lane),
+            cursor_max=self._cursor(last, null_lane),
+            null_cursor=null_lane,
+            snapshot_id=state.snapshot_run_id,
+        )
+        if last is not None:
+            if null_lane:
+                state.null_cursor_key = [
+                    cursor_text(c, v) for c, v in zip(self.spec.keys, last, strict=True)
+                ]
+            else:
+                self._advance(last)
+        state.total_rows += rows
+        self.watermark.pending_files.append(entry)
+        if self.lease is not None:
+            self.lease.check()
+        self._save()
+        self.report.rows += rows
+        self.report.files += 1
+        self.report.bytes += info.size
+        self.report.file_keys.append(key)
+        if len(self.watermark.pending_files) >= MANIFEST_EVERY:
+            self._flush_manifest()
+            self._save()
+        if self.progress is not None:
+            self.progress(
+                Progress(
+                    self.pipeline,
+                    self.table,
+                    self.report.rows,
+                    self.report.files,
+                    self.report.bytes,
+                    time.monotonic() - self.started_monotonic,
+                )
+            )
+
+    def _cursor(self, values: tuple[Any, ...] | None, null_lane: bool) -> Cursor | None:
+        if values is None:
+            return None
+        if null_lane:
+            keys = [cursor_text(c, v) for c, v in zip(self.spec.keys, values, strict=True)]
+            return Cursor(timestamp=None, key=keys)
+        texts = [cursor_text(c, v) for c, v in zip(self.spec.order_columns, values, strict=True)]
+        if self.spec.timestamp is not None:
+            return Cursor(timestamp=texts[0], key=texts[1:])
+        return Cursor(timestamp=None, key=texts)
+
+    def _advance(self, last: tuple[Any, ...]) -> None:
+        state = self.watermark.mysql_state
+        cursor = self._cursor(last, null_lane=False)
+        state.cursor = cursor
+        assert cursor is not None
+        if cursor.timestamp is not None:
+            state.last_timestamp = timestamp_instant(cursor.timestamp, self.spec, self.zone)
+        if cursor.key:
+            key = cursor.key
+            if len(key) == 1:
+                state.last_id = int(key[0]) if key[0].lstrip("-").isdigit() else key[0]
+            else:
+                state.last_id = key
+
+    def _flush_manifest(self) -> None:
+        pending = self.watermark.pending_files
+        if not pending:
+            return
+        seq = self.watermark.manifest_seq + 1
+        key = naming.manifest_key(self.pipeline, self.table, self.report.run_id, seq)
+        document = _Manifest(self.pipeline, self.table, self.report.run_id, seq, pending)
+        self.storage.put_bytes(key, document.to_json(), content_type="application/json")
+        self.watermark.manifest_seq = seq
+        self.watermark.pending_files = []
+
+    def _save(self) -> None:
+        self.etag = self.store.save(self.watermark, self.etag)
+
+
+@dataclass(frozen=True)
+class _Query:
+    sql: str
+    params: list[object]
+    cursor_columns: int
+    limit: int | None
+    reaches_end: bool
+    """True when the query reads to the end of its lane (no LIMIT cuts it short)."""
+
+
+def _where_sql(conditions: list[str]) -> str:
+    return f" WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+def _endpoint(source: SourceConfig) -> str:
+    where = f"{source.host}:{source.port}"
+    if source.ssh_tunnel.enabled:
+        tunnel = source.ssh_tunnel
+        where += f" via SSH bastion {tunnel.username}@{tunnel.host}:{tunnel.port}"
+    return where
+
+
+class _ConnectionLost(Exception):
+    """The source connection (or its tunnel) dropped; the chunk may be retried."""
+
+
+class _RawConnection:
+    """A DBAPI connection without result decoders, in autocommit, with a UTC session."""
+
+    def __init__(self, engine: Engine, source: SourceConfig) -> None:
+        self.engine = engine
+        self.source = source
+        self._connection: Any = None
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            if self.source.ssh_tunnel.enabled:
+                TUNNELS.revive(self.source.ssh_tunnel, self.source.host, self.source.port)
+            self._connection = self.engine.raw_connection()
+            with self._connection.cursor() as cursor:
+                # Every chunk is its own statement: no snapshot is held open between chunks,
+                # and TIMESTAMP values print in UTC, unambiguous across DST changes.
+                cursor.execute("SET SESSION time_zone = '+00:00'")
+                cursor.execute("SET SESSION autocommit = 1")
+        except DBAPIError as exc:
+            raise explain_source_error(exc, self.source, "source") from None
+
+    def reconnect(self) -> None:
+        """Drop the connection and open a new one (through a revived tunnel if need be)."""
+        self.close()
+        self.engine.dispose()
+        try:
+            self._open()
+        except (SourceError, TunnelError) as exc:
+            raise _ConnectionLost(str(exc)) from None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            with suppress(Exception):  # closing a dead connection may fail any way
+                self._connection.close()
+            self._connection = None
+
+    def scalar(self, sql: str, params: list[object]) -> Any:
+        with self._connection.cursor() as cursor:
+            self._execute(cursor, sql, params)
+            row = cursor.fetchone()
+        return None if row is None else row[0]
+
+    def stream(self, sql: str, params: list[object], size: int) -> Iterator[list[tuple[Any, ...]]]:
+        cursor = self._connection.cursor(pymysql.cursors.SSCursor)
+        try:
+            self._execute(cursor, sql, params)
+            while True:
+                try:
+                    rows = cursor.fetchmany(size)
+                except pymysql.err.OperationalError as exc:
+                    raise _ConnectionLost(str(exc)) from None
+                if not rows:
+                    return
+                yield rows
+        finally:
+            with suppress(Exception):  # the connection may be gone already
+                cursor.close()
+
+    def _execute(self, cursor: Any, sql: str, params: list[object]) -> None:
+        try:
+            cursor.execute(sql, params)
+        except pymysql.err.OperationalError as exc:
+            if exc.args and exc.args[0] in _CONNECTION_LOST:
+                raise _ConnectionLost(str(exc)) from None
+            raise SourceError(f"query on the source failed: {exc}") from None
+        except pymysql.err.MySQLError as exc:
+            raise SourceError(f"query on the source failed: {exc}") from None
+
+
+class _PartitionedWriter:
+    """Writes one chunk's batches to Parquet, one file per partition window."""
+
+    def __init__(self, run: _Run, null_lane: bool) -> None:
+        self.run = run
+        self.null_lane = null_lane
+        self.folder = Path(tempfile.mkdtemp(prefix="s3rs-extract-"))
+        self.partition: str | None = None
+        self.writer: pq.ParquetWriter | None = None
+        self.path: Path | None = None
+        self.rows = 0
+        self.first: tuple[Any, ...] | None = None
+        self.last: tuple[Any, ...] | None = None
+
+    def add(self, batch: pa.RecordBatch, cursors: list[tuple[Any, ...]] | None) -> None:
+        for start, end, partition in self._segments(batch):
+            if partition != self.partition:
+                self.commit_all()
+                self.partition = partition
+            if self.writer is None:
+                self.path = self.folder / f"part-{self.run.file_seq + 1:05d}.parquet"
+                self.writer = pq.ParquetWriter(
+                    self.path, self.run.plan.arrow_schema, compression="snappy"
+                )
+                self.first = cursors[start] if cursors else None
+            self.writer.write_batch(batch.slice(start, end - start))
+            self.rows += end - start
+            self.last = cursors[end - 1] if cursors else None
+
+    def commit_all(self) -> None:
+        if self.writer is None or self.path is None:
+            return
+        self.writer.close()
+        self.writer = None
+        self.run.commit_file(
+            self.path, str(self.partition), self.rows, self.first, self.last, self.null_lane
+        )
+        self.path.unlink(missing_ok=True)
+        self.rows = 0
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _segments(self, batch: pa.RecordBatch) -> Iterator[tuple[int, int, str]]:
+        """(start, end, partition) runs of consecutive rows in the same window."""
+        run = self.run
+        granularity = run.table_config.partitioning
+        if self.null_lane or run.spec.timestamp is None or granularity == "none":
+            yield 0, batch.num_rows, self._run_partition()
+            return
+        column = batch.column(run.plan.column_mapping[run.spec.timestamp.name])
+        labels = _partition_labels(column, granularity, run.spec)
+        if len(labels) == 0:
+            return
+        changes = pc.indices_nonzero(pc.not_equal(labels[1:], labels[:-1])).to_pylist()
+        bounds = [0, *(index + 1 for index in changes), len(labels)]
+        for start, end in pairwise(bounds):
+            yield start, end, labels[start].as_py()
+
+    def _run_partition(self) -> str:
+        if self.null_lane:
+            return naming.NO_PARTITION
+        return self.run.started_at.date().isoformat()
+
+
+_FORMATS = {"daily": "%Y-%m-%d", "hourly": "%Y-%m-%d-%H:00", "monthly": "%Y-%m"}
+
+
+def _partition_labels(column: pa.Array, granularity: str, spec: CursorSpec) -> pa.Array:
+    """The partition key of each row's timestamp ('none' for NULL or zero dates)."""
+    if spec.timestamp_kind == "epoch":
+        micros = pc.multiply(column.cast(pa.int64()), 1_000_000 // spec.epoch_factor)
+        column = micros.cast(pa.timestamp("us", tz="UTC"))
+    elif pa.types.is_date(column.type):
+        column = column.cast(pa.timestamp("us"))
+    labels = pc.strftime(column, format=_FORMATS[granularity])
+    return pc.fill_null(labels, naming.NO_PARTITION)
+
+
+def _reflect(connection: sa.Connection, table: str, source: SourceConfig) -> Any:
+    schema, _, name = table.partition(".")
+    try:
+        return reflect_table(connection, schema, name)
+    except DBAPIError as exc:
+        raise explain_source_error(exc, source, "source") from None
+
+
+def _summary(watermark: Watermark) -> dict[str, Any]:
+    state = watermark.mysql_state
+    return {
+        "last_timestamp": state.last_timestamp.isoformat() if state.last_timestamp else None,
+        "last_id": state.last_id,
+        "total_rows": state.total_rows,
+        "status": state.status,
+    }
+
+
+@dataclass
+class _Manifest:
+    pipeline: str
+    table: str
+    run_id: str
+    seq: int
+    files: list[FileEntry]
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "format": "s3rs-manifest/1",
+                "pipeline": self.pipeline,
+                "table": self.table,
+                "run_id": self.run_id,
+                "seq": self.seq,
+                "created_at": utc_now().isoformat(),
+                "files": [entry.model_dump(mode="json") for entry in self.files],
+            },
+            indent=2,
+            ensure_ascii=False,
+        ).encode()

@@ -1,0 +1,220 @@
+"""The watermark: one JSON document per (pipeline, table), read and written with compare-and-swap.
+
+Field names follow the existing tool's v2 format (`mysql_state.last_timestamp`, `last_id`,
+`total_rows`, `status`; `redshift_state.total_rows`, `status`) so its users can read it, with
+timestamps in ISO 8601 with an offset. Counts are absolute: each committed file adds its rows
+once, together with the cursor move, in one conditional write.
+
+`pending_files` lists data files committed since the table's last manifest was written; the
+extract stage moves them into an immutable manifest every so often. A file is listed (in a
+manifest or here) in the same write that moves the cursor past its rows, so a crash can never
+leave rows both re-extracted and listed, nor listed nowhere.
+
+A document that cannot be read or does not validate stops the run: it is never treated as empty.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+)
+
+from s3rs_dagster.adapters.storage import (
+    ObjectNotFound,
+    PreconditionFailed,
+    Storage,
+    StorageError,
+)
+from s3rs_dagster.core.naming import watermark_key
+
+WATERMARK_FORMAT = "s3rs-watermark/1"
+
+Instant = Annotated[
+    AwareDatetime, PlainSerializer(lambda value: value.isoformat(), return_type=str)
+]
+Status = Literal["never", "running", "success", "failed"]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Cursor(_Doc):
+    """A position in the table's CDC order, as the exact text MySQL printed for each value."""
+
+    timestamp: str | None = None
+    key: list[str] = []
+
+
+class FileEntry(_Doc):
+    """One immutable Parquet file, as listed in a manifest."""
+
+    key: str
+    uri: str
+    rows: int
+    bytes: int
+    schema_fingerprint: str
+    partition: str
+    run_id: str
+    created_at: Instant
+    cursor_min: Cursor | None = None
+    cursor_max: Cursor | None = None
+    zero_dates: dict[str, int] = {}
+    null_cursor: bool = Field(
+        default=False, description="Rows whose timestamp cursor is NULL (see docs/decisions.md)."
+    )
+    snapshot_id: str | None = Field(
+        default=None, description="full_sync: the snapshot this file belongs to."
+    )
+
+
+class MysqlState(_Doc):
+    last_timestamp: Instant | None = None
+    last_id: int | str | list[str] | None = None
+    cursor: Cursor | None = None
+    null_cursor_key: list[str] | None = None
+    total_rows: int = 0
+    status: Status = "never"
+    last_run_id: str | None = None
+    last_run_started_at: Instant | None = None
+    last_run_finished_at: Instant | None = None
+    last_error: str | None = None
+    snapshot_run_id: str | None = Field(
+        default=None, description="full_sync: the snapshot being written (None when complete)."
+    )
+    last_complete_snapshot: str | None = None
+
+
+class RedshiftState(_Doc):
+    total_rows: int = 0
+    status: Status = "never"
+    last_loaded_at: Instant | None = None
+    last_error: str | None = None
+
+
+class Watermark(_Doc):
+    format: Literal["s3rs-watermark/1"] = WATERMARK_FORMAT
+    pipeline: str
+    table: str
+    target: str
+    mysql_state: MysqlState = MysqlState()
+    redshift_state: RedshiftState = RedshiftState()
+    load_cutoff: Instant | None = Field(
+        default=None, description="Files older than this are not loaded (watermark set)."
+    )
+    pending_files: list[FileEntry] = []
+    manifest_seq: int = 0
+    column_mapping: dict[str, str] = {}
+    schema_fingerprint: str | None = None
+    updated_at: Instant | None = None
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False).encode()
+
+
+class StateError(Exception):
+    """The state cannot be used; the message names the document and the fix."""
+
+
+class StateConflict(StateError):
+    """Another writer changed the document since it was read."""
+
+
+class WatermarkStore:
+    """Reads and conditionally writes one table's watermark document."""
+
+    def __init__(self, storage: Storage, pipeline: str, table: str, target: str) -> None:
+        self.storage = storage
+        self.pipeline = pipeline
+        self.table = table
+        self.target = target
+        self.key = watermark_key(pipeline, table)
+
+    @property
+    def uri(self) -> str:
+        return self.storage.uri(self.key)
+
+    def load(self) -> tuple[Watermark, str | None]:
+        """The document and its version token; a fresh document (token None) if there is none."""
+        try:
+            data, etag = self.storage.get_bytes(self.key)
+        except ObjectNotFound:
+            return Watermark(pipeline=self.pipeline, table=self.table, target=self.target), None
+        except StorageError as exc:
+            raise StateError(
+                f"cannot read the watermark {self.uri}: {exc}. Nothing was extracted; "
+                "fix the access and run again"
+            ) from None
+        return self._parse(data), etag
+
+    def save(self, watermark: Watermark, etag: str | None) -> str:
+        """Write if nobody else wrote since `etag` was read; return the new token."""
+        watermark.updated_at = utc_now()
+        try:
+            if etag is None:
+                return self.storage.put_bytes(
+                    self.key,
+                    watermark.to_json(),
+                    if_none_match=True,
+                    content_type="application/json",
+                )
+            return self.storage.put_bytes(
+                self.key, watermark.to_json(), if_match=etag, content_type="application/json"
+            )
+        except PreconditionFailed:
+            raise StateConflict(
+                f"the watermark {self.uri} was changed by another writer while this run held "
+                "it; this run stopped without writing. Check `s3rs status` for who else runs"
+            ) from None
+        except StorageError as exc:
+            raise StateError(f"cannot write the watermark {self.uri}: {exc}") from None
+
+    def _parse(self, data: bytes) -> Watermark:
+        fix = (
+            "Restore it from a backup or correct it by hand; `s3rs watermark reset` "
+            "starts the table over. Nothing was changed"
+        )
+        try:
+            raw = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StateError(f"the watermark {self.uri} is not valid JSON ({exc}). {fix}") from None
+        if not isinstance(raw, dict):
+            raise StateError(f"the watermark {self.uri} is not a JSON object. {fix}")
+        found = raw.get("format")
+        if found is None and "mysql_state" in raw:
+            raise StateError(
+                f"the watermark {self.uri} is in the existing tool's v2 format; carry it over "
+                "with `s3rs watermark import` instead of editing it"
+            )
+        if found != WATERMARK_FORMAT:
+            raise StateError(
+                f"the watermark {self.uri} has format {found!r}, not {WATERMARK_FORMAT!r} "
+                "(written by another version?). Nothing was changed"
+            )
+        try:
+            watermark = Watermark.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise StateError(
+                f"the watermark {self.uri} is invalid at {where}: {first['msg']}. {fix}"
+            ) from None
+        if (watermark.pipeline, watermark.table) != (self.pipeline, self.table):
+            raise StateError(
+                f"the watermark {self.uri} belongs to {watermark.pipeline}/{watermark.table}, "
+                f"not {self.pipeline}/{self.table}. {fix}"
+            )
+        return watermark

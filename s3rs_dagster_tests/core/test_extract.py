@@ -1,0 +1,427 @@
+"""The extract stage on the real stack: every row version in exactly one committed file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from s3rs_dagster.adapters.storage import open_storage
+from s3rs_dagster.cli import cli
+from s3rs_dagster.core import naming
+from s3rs_dagster.core.extract import extract_table
+from s3rs_dagster.core.lease import Lease
+from s3rs_dagster_tests.core.conftest import (
+    MakeConfig,
+    SourceDb,
+    committed_files,
+    read_committed,
+    watermark_document,
+)
+
+ORDERS_DDL = """
+CREATE TABLE orders (
+  id BIGINT PRIMARY KEY,
+  updated_at DATETIME(6) NOT NULL,
+  amount DECIMAL(12,2),
+  note VARCHAR(255) NULL,
+  KEY by_updated (updated_at, id)
+)
+"""
+HYBRID = {"cdc_strategy": "hybrid", "start_date": "2020-01-01"}
+BASE_TIME = datetime(2025, 3, 1, 12, 0, 0)
+
+
+def versions(table) -> Counter:
+    """(id, updated_at) pairs: one per row version."""
+    ids = table.column("id").to_pylist()
+    stamps = table.column("updated_at").to_pylist()
+    return Counter(zip(ids, stamps, strict=True))
+
+
+def source_versions(db: SourceDb) -> Counter:
+    return Counter(db.execute("SELECT id, updated_at FROM orders"))
+
+
+def insert_orders(db: SourceDb, rows: list[tuple[int, datetime]]) -> None:
+    db.executemany(
+        "INSERT INTO orders (id, updated_at, amount, note) VALUES (%s, %s, %s, %s)",
+        [(i, ts, Decimal(i % 100_000) / 100, f"note {i}") for i, ts in rows],
+    )
+
+
+def test_timestamp_ties_across_chunks_and_sparse_ids(
+    source_db: SourceDb, make_config: MakeConfig
+) -> None:
+    source_db.execute(ORDERS_DDL)
+    tie = BASE_TIME
+    ids = [
+        97,
+        3,
+        1000000000001,
+        55,
+        12,
+        8,
+        400,
+        2,
+        77,
+        61,
+        5,
+        90000,
+        13,
+        14,
+        15,
+        16,
+        17,
+        18,
+        19,
+        20,
+        21,
+        22,
+        23,
+        24,
+        9_223_372_036_854_775_807,
+    ]
+    insert_orders(source_db, [(i, tie) for i in ids])
+    insert_orders(source_db, [(i, tie + timedelta(seconds=i)) for i in (30, 31, 32)])
+    config = make_config({"orders": HYBRID})
+    report = extract_table(config, "p", "orders", limit=10)
+    assert report.status == "success", report.error
+    assert report.rows == 28 and report.files == 3
+    extracted = read_committed(config, f"{source_db.name}.orders")
+    assert versions(extracted) == source_versions(source_db)
+    watermark = watermark_document(open_storage(config.storage), "p", f"{source_db.name}.orders")
+    assert watermark["mysql_state"]["total_rows"] == 28
+    assert watermark["mysql_state"]["last_id"] == 32
+    assert watermark["mysql_state"]["last_timestamp"] == "2025-03-01T12:00:32+00:00"
+
+
+def test_updates_between_runs_and_rows_inserted_during_a_run(
+    source_db: SourceDb, make_config: MakeConfig
+) -> None:
+    source_db.execute(ORDERS_DDL)
+    insert_orders(source_db, [(i, BASE_TIME + timedelta(minutes=i)) for i in range(1, 41)])
+    config = make_config({"orders": HYBRID})
+    table = f"{source_db.name}.orders"
+    inserted_during_run = []
+
+    def insert_mid_run(progress) -> None:
+        if progress.files == 1:
+            now = datetime.now(UTC).replace(tzinfo=None)
+            insert_orders(source_db, [(1000, now), (1001, now)])
+            inserted_during_run.extend([1000, 1001])
+
+    first = extract_table(config, "p", "orders", limit=15, progress=insert_mid_run)
+    assert first.status == "success", first.error
+    assert inserted_during_run
+    all_versions = Counter(source_versions(source_db))
+    source_db.execute(
+        "UPDATE orders SET updated_at = %s, note = 'changed' WHERE id IN (5, 17, 33)",
+        (datetime.now(UTC).replace(tzinfo=None),),
+    )
+    all_versions.update(source_versions(source_db))
+    time.sleep(0.01)
+    second = extract_table(config, "p", "orders", limit=15)
+    assert second.status == "success", second.error
+    assert first.rows == 40, "rows inserted during a run lie past its upper bound"
+    assert second.rows == 5, "the 3 updated rows and the 2 inserted during the first run"
+    extracted = versions(read_committed(config, table))
+    expected = Counter(set(all_versions))
+    assert extracted == expected, "every row version exactly once"
+
+
+def test_limit_and_max_chunks_bound_the_run(source_db: SourceDb, make_config: MakeConfig) -> None:
+    source_db.execute(ORDERS_DDL)
+    insert_orders(source_db, [(i, BASE_TIME + timedelta(seconds=i)) for i in range(1, 101)])
+    config = make_config({"orders": HYBRID})
+    report = extract_table(config, "p", "orders", limit=10, max_chunks=3)
+    assert (report.rows, report.files, report.chunk_limit_reached) == (30, 3, True)
+    assert versions(read_committed(config, f"{source_db.name}.orders")) == Counter(
+        (i, BASE_TIME + timedelta(seconds=i)) for i in range(1, 31)
+    )
+    rest = extract_table(config, "p", "orders", limit=50)
+    assert (rest.rows, rest.chunk_limit_reached) == (70, False)
+
+
+def test_cli_limit_and_max_chunks_say_so(
+    source_db: SourceDb, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    source_db.execute(ORDERS_DDL)
+    insert_orders(source_db, [(i, BASE_TIME + timedelta(seconds=i)) for i in range(1, 101)])
+    make_config({"orders": HYBRID})
+    args = [
+        "--config",
+        str(tmp_path / "pipelines.yaml"),
+        "sync",
+        "-p",
+        "p",
+        "-t",
+        "orders",
+        "--backup-only",
+        "--limit",
+        "10",
+        "--max-chunks",
+        "3",
+    ]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "extracted 30 rows in 3 file(s)" in result.output
+    assert "stopped at --max-chunks" in result.output
+    result = CliRunner().invoke(cli, [*args, "--json-output"], catch_exceptions=False)
+    report = json.loads(result.output)[0]
+    assert (report["rows"], report["files"], report["ok"]) == (30, 3, True)
+    assert report["watermark_after"]["total_rows"] == 60
+
+
+def test_dry_run_writes_nothing_and_says_what_it_would_do(
+    source_db: SourceDb, make_config: MakeConfig
+) -> None:
+    source_db.execute(ORDERS_DDL)
+    insert_orders(source_db, [(i, BASE_TIME + timedelta(seconds=i)) for i in range(1, 26)])
+    config = make_config({"orders": HYBRID})
+    report = extract_table(config, "p", "orders", limit=10, max_chunks=2, dry_run=True)
+    assert report.status == "dry_run"
+    plan = report.dry_run
+    assert (plan.rows_pending, plan.rows_to_extract, plan.chunks) == (25, 20, 2)
+    assert list(open_storage(config.storage).list()) == []
+
+
+def test_second_concurrent_run_is_refused_naming_the_holder(
+    source_db: SourceDb, make_config: MakeConfig
+) -> None:
+    source_db.execute(ORDERS_DDL)
+    insert_orders(source_db, [(1, BASE_TIME)])
+    config = make_config({"orders": HYBRID})
+    table = f"{source_db.name}.orders"
+    storage = open_storage(config.storage)
+    with Lease(storage, naming.lock_key("p", table), run_id="otherrun1234", purpose="extract"):
+        report = extract_table(config, "p", "orders")
+        assert report.status == "failed"
+        assert "another run holds this table: run otherrun1234 (extract)" in report.error
+        assert "expires at" in report.error
+    assert extract_table(config, "p", "orders").status == "success"
+
+
+def test_kill_9_at_many_points_loses_nothing_and_duplicates_nothing(
+    source_db: SourceDb, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    source_db.execute(ORDERS_DDL)
+    rows = [(i, BASE_TIME + timedelta(seconds=i // 3)) for i in range(1, 401)]
+    insert_orders(source_db, rows)
+    config = make_config({"orders": HYBRID})
+    table = f"{source_db.name}.orders"
+    storage = open_storage(config.storage)
+    command = [
+        sys.executable,
+        "-m",
+        "s3rs_dagster",
+        "--config",
+        str(tmp_path / "pipelines.yaml"),
+        "sync",
+        "-p",
+        "p",
+        "-t",
+        "orders",
+        "--backup-only",
+        "--limit",
+        "7",
+    ]
+    kills = 0
+    for kill_after_files in (1, 4, 9, 15, 22, 30):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            data_files = [i for i in storage.list(f"p/{table}/") if i.key.endswith(".parquet")]
+            if len(data_files) >= kill_after_files:
+                os.kill(process.pid, signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.005)
+        process.wait()
+    assert kills >= 3, "the kills landed mid-run"
+    final = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert final.returncode == 0, final.stdout + final.stderr
+    extracted = versions(read_committed(config, table))
+    assert extracted == Counter(rows), "after kills and a rerun: every row exactly once"
+    listed = {entry["key"] for entry in committed_files(storage, "p", table)}
+    on_storage = {i.key for i in storage.list(f"p/{table}/")}
+    assert listed <= on_storage
+    watermark = watermark_document(storage, "p", table)
+    assert watermark["mysql_state"]["total_rows"] == 400, "counts are absolute, not re-added"
+
+
+def test_extraction_through_the_ssh_bastion(source_db: SourceDb, make_config: MakeConfig) -> None:
+    source_db.execute(ORDERS_DDL)
+    insert_orders(source_db, [(i, BASE_TIME + timedelta(seconds=i)) for i in range(1, 51)])
+    config = make_config({"orders": HYBRID}, via_ssh=True)
+    report = extract_table(config, "p", "orders", limit=20)
+    assert report.status == "success", report.error
+    assert versions(read_committed(config, f"{source_db.name}.orders")) == source_versions(
+        source_db
+    )
+
+
+def test_local_storage_backend(source_db: SourceDb, make_config: MakeConfig) -> None:
+    source_db.execute(ORDERS_DDL)
+    insert_orders(source_db, [(i, BASE_TIME + timedelta(days=i)) for i in range(1, 6)])
+    config = make_config({"orders": HYBRID}, local_storage=True)
+    report = extract_table(config, "p", "orders", limit=100)
+    assert report.status == "success", report.error
+    assert report.files == 5, "one file per daily partition"
+    keys = [
+        entry["key"]
+        for entry in committed_files(open_storage(config.storage), "p", f"{source_db.name}.orders")
+    ]
+    assert [key.split("/")[2] for key in keys] == [f"dt=2025-03-0{d}" for d in range(2, 7)]
+    assert versions(read_committed(config, f"{source_db.name}.orders")) == source_versions(
+        source_db
+    )
+
+
+def test_file_names_schema_and_manifest_entries(
+    source_db: SourceDb, make_config: MakeConfig
+) -> None:
+    source_db.execute(ORDERS_DDL)
+    insert_orders(source_db, [(i, BASE_TIME + timedelta(seconds=i)) for i in range(1, 21)])
+    config = make_config({"orders": HYBRID})
+    table = f"{source_db.name}.orders"
+    report = extract_table(config, "p", "orders", limit=8)
+    storage = open_storage(config.storage)
+    entries = committed_files(storage, "p", table)
+    assert [entry["rows"] for entry in entries] == [8, 8, 4]
+    schemas = set()
+    for entry in entries:
+        assert entry["key"].startswith(f"p/{table}/dt=2025-03-01/p_{source_db.name}_orders_")
+        assert naming.file_timestamp(entry["key"]) is not None
+        assert report.run_id in entry["key"]
+        parquet = pq.ParquetFile(
+            storage.filesystem()[0].open_input_file(f"{storage.filesystem()[1]}/{entry['key']}")
+        )
+        assert parquet.metadata.row_group(0).column(0).compression == "SNAPPY"
+        schemas.add(parquet.schema_arrow.remove_metadata().to_string())
+        assert entry["bytes"] == storage.head(entry["key"]).size
+    assert len(schemas) == 1, "every file of the run has the same schema"
+    assert entries[0]["cursor_min"] == {"timestamp": "2025-03-01 12:00:01.000000", "key": ["1"]}
+    assert entries[-1]["cursor_max"] == {"timestamp": "2025-03-01 12:00:20.000000", "key": ["20"]}
+
+
+def test_corrupt_watermark_stops_the_run_and_is_left_alone(
+    source_db: SourceDb, make_config: MakeConfig
+) -> None:
+    source_db.execute(ORDERS_DDL)
+    insert_orders(source_db, [(1, BASE_TIME)])
+    config = make_config({"orders": HYBRID})
+    table = f"{source_db.name}.orders"
+    storage = open_storage(config.storage)
+    key = naming.watermark_key("p", table)
+    storage.put_bytes(key, b'{"format": "s3rs-watermark/1", "mysql_state": ')
+    report = extract_table(config, "p", "orders")
+    assert report.status == "failed"
+    assert storage.uri(key) in report.error and "not valid JSON" in report.error
+    assert "watermark reset" in report.error
+    assert storage.get_bytes(key)[0] == b'{"format": "s3rs-watermark/1", "mysql_state": '
+    assert not [i for i in storage.list(f"p/{table}/")], "nothing was extracted"
+
+
+def test_null_cursor_rows_are_extracted_by_key_and_never_silently_dropped(
+    source_db: SourceDb, make_config: MakeConfig
+) -> None:
+    source_db.execute("CREATE TABLE events (id INT PRIMARY KEY, updated_at DATETIME NULL, v INT)")
+    source_db.executemany(
+        "INSERT INTO events VALUES (%s, %s, %s)",
+        [(i, None if i % 4 == 0 else BASE_TIME + timedelta(hours=i), i) for i in range(1, 21)],
+    )
+    source_db.execute("CREATE TABLE logs (updated_at DATETIME NULL, v INT)")
+    source_db.executemany("INSERT INTO logs VALUES (%s, %s)", [(None, 1), (BASE_TIME, 2)])
+    config = make_config(
+        {"events": HYBRID, "logs": {"cdc_strategy": "timestamp_only", "start_date": "2020-01-01"}}
+    )
+    report = extract_table(config, "p", "events", limit=6)
+    assert report.status == "success", report.error
+    extracted = read_committed(config, f"{source_db.name}.events")
+    assert sorted(extracted.column("id").to_pylist()) == list(range(1, 21))
+    source_db.execute("INSERT INTO events VALUES (100, NULL, 100)")
+    again = extract_table(config, "p", "events", limit=6)
+    assert again.rows == 1, "a new NULL-cursor row is picked up by the next run, once"
+    logs = extract_table(config, "p", "logs")
+    assert logs.status == "success"
+    assert logs.rows == 1 and logs.null_cursor_rows == 1
+    assert any("1 rows have NULL updated_at" in warning for warning in logs.warnings)
+
+
+def test_timestamp_only_without_a_key_never_splits_a_tie(
+    source_db: SourceDb, make_config: MakeConfig
+) -> None:
+    source_db.execute("CREATE TABLE ticks (updated_at DATETIME(6) NOT NULL, v INT)")
+    stamps = [BASE_TIME + timedelta(seconds=i // 4) for i in range(30)]
+    source_db.executemany(
+        "INSERT INTO ticks VALUES (%s, %s)", [(ts, i) for i, ts in enumerate(stamps)]
+    )
+    config = make_config({"ticks": {"cdc_strategy": "timestamp_only", "start_date": "2020-01-01"}})
+    report = extract_table(config, "p", "ticks", limit=5)
+    assert report.status == "success", report.error
+    extracted = read_committed(config, f"{source_db.name}.ticks")
+    assert sorted(extracted.column("v").to_pylist()) == list(range(30))
+
+
+def test_integer_epoch_cursor_is_compared_as_raw_integers(
+    source_db: SourceDb, make_config: MakeConfig
+) -> None:
+    source_db.execute(
+        "CREATE TABLE ev (id INT PRIMARY KEY, updated_at BIGINT NOT NULL, KEY (updated_at, id))"
+    )
+    base = int(datetime(2025, 3, 1, tzinfo=UTC).timestamp() * 1000)
+    source_db.executemany(
+        "INSERT INTO ev VALUES (%s, %s)", [(i, base + (i // 2) * 1000) for i in range(1, 31)]
+    )
+    config = make_config(
+        {"ev": {**HYBRID, "cdc_timestamp_unit": "milliseconds"}},
+        source_extra={"time_zone": "+08:00"},
+    )
+    report = extract_table(config, "p", "ev", limit=7)
+    assert report.status == "success", report.error
+    extracted = read_committed(config, f"{source_db.name}.ev")
+    assert sorted(extracted.column("id").to_pylist()) == list(range(1, 31))
+    watermark = watermark_document(open_storage(config.storage), "p", f"{source_db.name}.ev")
+    assert watermark["mysql_state"]["cursor"]["timestamp"] == str(base + 15 * 1000)
+    assert watermark["mysql_state"]["last_timestamp"] == "2025-03-01T00:00:15+00:00"
+
+
+def test_id_only_and_full_sync(source_db: SourceDb, make_config: MakeConfig) -> None:
+    source_db.execute("CREATE TABLE ledger (id BIGINT UNSIGNED PRIMARY KEY, v INT)")
+    source_db.executemany("INSERT INTO ledger VALUES (%s, %s)", [(i, i) for i in range(1, 24)])
+    source_db.execute("CREATE TABLE small (code CHAR(3), name VARCHAR(20))")
+    source_db.executemany(
+        "INSERT INTO small VALUES (%s, %s)", [(f"c{i:02d}", f"n{i}") for i in range(12)]
+    )
+    config = make_config(
+        {"ledger": {"cdc_strategy": "id_only"}, "small": {"cdc_strategy": "full_sync"}}
+    )
+    assert extract_table(config, "p", "ledger", limit=10).rows == 23
+    source_db.execute("INSERT INTO ledger VALUES (18446744073709551615, 99)")
+    assert extract_table(config, "p", "ledger", limit=10).rows == 1
+    ids = read_committed(config, f"{source_db.name}.ledger").column("id").to_pylist()
+    assert sorted(int(i) for i in ids) == [*range(1, 24), 18446744073709551615]
+    first = extract_table(config, "p", "small", limit=5)
+    second = extract_table(config, "p", "small", limit=5)
+    assert (first.rows, second.rows) == (12, 12), "each full_sync run is a whole snapshot"
+    storage = open_storage(config.storage)
+    watermark = watermark_document(storage, "p", f"{source_db.name}.small")
+    assert watermark["mysql_state"]["last_complete_snapshot"] == second.run_id
+    snapshot_files = [
+        e
+        for e in committed_files(storage, "p", f"{source_db.name}.small")
+        if e["snapshot_id"] == second.run_id
+    ]
+    assert sum(entry["rows"] for entry in snapshot_files) == 12
