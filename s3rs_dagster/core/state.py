@@ -163,24 +163,32 @@ class WatermarkStore:
     def save(self, watermark: Watermark, etag: str | None) -> str:
         """Write if nobody else wrote since `etag` was read; return the new token."""
         watermark.updated_at = utc_now()
+        body = watermark.to_json()
         try:
-            if etag is None:
-                return self.storage.put_bytes(
-                    self.key,
-                    watermark.to_json(),
-                    if_none_match=True,
-                    content_type="application/json",
-                )
             return self.storage.put_bytes(
-                self.key, watermark.to_json(), if_match=etag, content_type="application/json"
+                self.key,
+                body,
+                if_match=etag,
+                if_none_match=etag is None,
+                content_type="application/json",
             )
         except PreconditionFailed:
+            # A retried request can be refused because its first attempt already succeeded.
+            current = self._current()
+            if current is not None and current[0] == body:
+                return current[1]
             raise StateConflict(
                 f"the watermark {self.uri} was changed by another writer while this run held "
                 "it; this run stopped without writing. Check `s3rs status` for who else runs"
             ) from None
         except StorageError as exc:
             raise StateError(f"cannot write the watermark {self.uri}: {exc}") from None
+
+    def _current(self) -> tuple[bytes, str] | None:
+        try:
+            return self.storage.get_bytes(self.key)
+        except StorageError:
+            return None
 
     def _parse(self, data: bytes) -> Watermark:
         fix = (

@@ -425,3 +425,173 @@ def test_id_only_and_full_sync(source_db: SourceDb, make_config: MakeConfig) -> 
         if e["snapshot_id"] == second.run_id
     ]
     assert sum(entry["rows"] for entry in snapshot_files) == 12
+
+
+TYPES_DDL = """
+CREATE TABLE every_type (
+  id BIGINT UNSIGNED PRIMARY KEY,
+  updated_at DATETIME(6) NOT NULL,
+  ti TINYINT, tu TINYINT UNSIGNED, si SMALLINT, mi MEDIUMINT, i INT, iu INT UNSIGNED, bi BIGINT,
+  bu BIGINT UNSIGNED, flag TINYINT(1), d38 DECIMAL(38,10), d65 DECIMAL(65,30), f FLOAT, db DOUBLE,
+  dt DATE, dtm DATETIME(6), ts TIMESTAMP(6) NULL, tm TIME(6), yr YEAR, ch CHAR(4), vc VARCHAR(20),
+  tx TEXT, js JSON, en ENUM('small','large'), st SET('a','b','c'), bn BINARY(4), vb VARBINARY(8),
+  bl BLOB, b1 BIT(1), b10 BIT(10), b64 BIT(64)
+)
+"""
+
+
+def test_every_type_round_trips_exactly(source_db: SourceDb, make_config: MakeConfig) -> None:
+    source_db.execute(TYPES_DDL)
+    source_db.execute("SET SESSION sql_mode = ''")
+    rows = [
+        (
+            1,
+            "2025-03-01 00:00:00",
+            -128,
+            255,
+            -32768,
+            -8388608,
+            -2147483648,
+            4294967295,
+            -9223372036854775808,
+            18446744073709551615,
+            1,
+            Decimal("9999999999999999999999999999.9999999999"),
+            Decimal("-12345678901234567890123456789012345.123456789012345678901234567890"),
+            3.4028234663852886e38,
+            1.7976931348623157e308,
+            "2025-02-28",
+            "2025-03-01 23:59:59.999999",
+            "2025-03-30 02:30:00.123456",
+            "-838:59:59.000000",
+            2025,
+            "ab",
+            "😀 a\x00b",
+            "",
+            '{"k": [1, 2]}',
+            "large",
+            "a,c",
+            b"\x01\x02",
+            b"\x00\xff\x00",
+            b"\x00" * 3,
+            1,
+            682,
+            18446744073709551615,
+        ),
+        (
+            2,
+            "2025-03-01 00:00:01",
+            127,
+            0,
+            32767,
+            8388607,
+            2147483647,
+            0,
+            9223372036854775807,
+            0,
+            0,
+            Decimal("-0.0000000001"),
+            Decimal("0.000000000000000000000000000001"),
+            1.1754943508222875e-38,
+            5e-324,
+            "0000-00-00",
+            "0000-00-00 00:00:00",
+            "0000-00-00 00:00:00",
+            "12:00:00.5",
+            1901,
+            None,
+            "",
+            None,
+            None,
+            "small",
+            "",
+            b"",
+            b"",
+            None,
+            0,
+            0,
+            0,
+        ),
+    ]
+    source_db.executemany(f"INSERT INTO every_type VALUES ({', '.join(['%s'] * 32)})", rows)
+    config = make_config({"every_type": HYBRID})
+    report = extract_table(config, "p", "every_type")
+    assert report.status == "success", report.error
+    assert report.zero_dates == {"dt": 1, "dtm": 1, "ts": 1}
+    extracted = read_committed(config, f"{source_db.name}.every_type").sort_by("id").to_pylist()
+    expected_first = {
+        "id": Decimal(1),
+        "updated_at": datetime(2025, 3, 1),
+        "ti": -128,
+        "tu": 255,
+        "si": -32768,
+        "mi": -8388608,
+        "i": -2147483648,
+        "iu": 4294967295,
+        "bi": -9223372036854775808,
+        "bu": Decimal(18446744073709551615),
+        "flag": 1,
+        "d38": rows[0][11],
+        "d65": str(rows[0][12]),
+        "f": pytest.approx(3.4028234663852886e38, rel=0, abs=0),
+        "db": 1.7976931348623157e308,
+        "dt": datetime(2025, 2, 28).date(),
+        "dtm": datetime(2025, 3, 1, 23, 59, 59, 999999),
+        "ts": datetime(2025, 3, 30, 2, 30, 0, 123456, tzinfo=UTC),
+        "tm": "-838:59:59.000000",
+        "yr": 2025,
+        "ch": "ab",
+        "vc": "😀 a\x00b",
+        "tx": "",
+        "js": '{"k": [1, 2]}',
+        "en": "large",
+        "st": "a,c",
+        "bn": b"\x01\x02\x00\x00",
+        "vb": b"\x00\xff\x00",
+        "bl": b"\x00\x00\x00",
+        "b1": True,
+        "b10": 682,
+        "b64": Decimal(18446744073709551615),
+    }
+    first = extracted[0]
+    for column, value in expected_first.items():
+        assert first[column] == value, column
+    second = extracted[1]
+    assert (second["dt"], second["dtm"], second["ts"]) == (None, None, None), "zero dates -> NULL"
+    assert second["ch"] is None and second["tx"] is None and second["vc"] == "", "NULL vs ''"
+    assert second["f"] == pytest.approx(1.1754943508222875e-38, rel=1e-7)
+    assert second["db"] == 5e-324 and second["tm"] == "12:00:00.500000"
+    assert second["d38"] == Decimal("-0.0000000001") and second["b1"] is False
+
+
+def peak_rss_of_sync(config_path: Path, table: str) -> int:
+    """Peak RSS (KiB) of a separate process running `s3rs sync --backup-only` on one table."""
+    script = (
+        "import resource, runpy, sys\n"
+        f"sys.argv = ['s3rs', '--config', {str(config_path)!r}, 'sync', '-p', 'p', '-t', {table!r},"
+        " '--backup-only', '--limit', '20000']\n"
+        "try:\n    runpy.run_module('s3rs_dagster', run_name='__main__')\n"
+        "except SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.strip().splitlines()[-1])
+
+
+def test_peak_memory_does_not_grow_with_table_size(
+    source_db: SourceDb, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    for name, rows in (("small", 40_000), ("large", 200_000)):
+        source_db.execute(ORDERS_DDL.replace("orders", name).replace("by_updated", f"{name}_upd"))
+        source_db.execute(
+            f"INSERT INTO {name} SELECT seq, '2025-03-01' + INTERVAL seq SECOND, seq / 100,"
+            f" REPEAT('x', seq % 200) FROM seq_1_to_{rows}"
+        )
+    make_config({"small": HYBRID, "large": HYBRID})
+    small = peak_rss_of_sync(tmp_path / "pipelines.yaml", "small")
+    large = peak_rss_of_sync(tmp_path / "pipelines.yaml", "large")
+    print(f"peak RSS: 40k rows {small} KiB, 200k rows {large} KiB")
+    assert large - small < 40 * 1024, f"peak RSS grew from {small} KiB to {large} KiB"
