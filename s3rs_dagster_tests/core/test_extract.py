@@ -18,8 +18,11 @@ import pytest
 from click.testing import CliRunner
 
 from s3rs_dagster.adapters.storage import open_storage
+from s3rs_dagster.adapters.tunnel import TUNNELS
 from s3rs_dagster.cli import cli
+from s3rs_dagster.core import extract as extract_module
 from s3rs_dagster.core import naming
+from s3rs_dagster.core import sync as sync_module
 from s3rs_dagster.core.extract import extract_table
 from s3rs_dagster.core.lease import Lease
 from s3rs_dagster_tests.core.conftest import (
@@ -595,3 +598,79 @@ def test_peak_memory_does_not_grow_with_table_size(
     large = peak_rss_of_sync(tmp_path / "pipelines.yaml", "large")
     print(f"peak RSS: 40k rows {small} KiB, 200k rows {large} KiB")
     assert large - small < 40 * 1024, f"peak RSS grew from {small} KiB to {large} KiB"
+
+
+def test_tunnel_dropped_between_chunks_is_reopened(
+    source_db: SourceDb, make_config: MakeConfig
+) -> None:
+    source_db.execute(ORDERS_DDL)
+    insert_orders(source_db, [(i, BASE_TIME + timedelta(seconds=i)) for i in range(1, 61)])
+    config = make_config({"orders": HYBRID}, via_ssh=True)
+    drops = []
+
+    def drop_the_bastion_link(progress) -> None:
+        if progress.files in (1, 3):
+            for shared in TUNNELS._tunnels.values():
+                shared.forwarder._transport.close()
+            drops.append(progress.files)
+
+    report = extract_table(config, "p", "orders", limit=10, progress=drop_the_bastion_link)
+    assert report.status == "success", report.error
+    assert drops == [1, 3]
+    assert versions(read_committed(config, f"{source_db.name}.orders")) == source_versions(
+        source_db
+    )
+
+
+def test_parallel_tables_share_one_tunnel_and_respect_the_limit(
+    source_db: SourceDb, make_config: MakeConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = ["t1", "t2", "t3"]
+    for name in names:
+        source_db.execute(ORDERS_DDL.replace("orders", name).replace("by_updated", f"{name}_u"))
+        source_db.executemany(
+            f"INSERT INTO {name} (id, updated_at) VALUES (%s, %s)",
+            [(i, BASE_TIME + timedelta(seconds=i)) for i in range(1, 31)],
+        )
+    tunnels_seen = set()
+    active = []
+    peak = []
+    real_extract = extract_module.extract_table
+
+    def observed(*args, **kwargs):
+        active.append(1)
+        peak.append(len(active))
+        try:
+            return real_extract(*args, **kwargs)
+        finally:
+            active.pop()
+
+    def on_progress(_progress) -> None:
+        tunnels_seen.add(TUNNELS.open_count())
+
+    config = make_config(
+        dict.fromkeys(names, HYBRID),
+        via_ssh=True,
+        processing={"strategy": "parallel", "max_parallel_tables": 2},
+    )
+    monkeypatch.setattr(sync_module, "extract_table", observed)  # counts, then runs the real one
+    reports = sync_module.extract_pipeline(config, "p", limit=10, progress=on_progress)
+    assert [report.status for report in reports] == ["success"] * 3
+    assert [report.table for report in reports] == [f"{source_db.name}.{n}" for n in names]
+    assert tunnels_seen == {1}, "one tunnel per bastion, shared by the tables"
+    assert max(peak) == 2, "at most max_parallel_tables at once"
+
+
+def test_cli_refuses_conflicting_or_unbuilt_stages(tmp_path: Path) -> None:
+    config = str(Path(__file__).resolve().parents[2] / "pipelines.yaml")
+    both = CliRunner().invoke(
+        cli, ["--config", config, "sync", "-p", "local", "--backup-only", "--redshift-only"]
+    )
+    assert both.exit_code == 2 and "exclude each other" in both.output
+    unknown = CliRunner().invoke(
+        cli, ["--config", config, "sync", "-p", "local", "-t", "nope", "--backup-only"]
+    )
+    assert (
+        unknown.exit_code == 2
+        and "table 'nope' is not defined in pipeline 'local'" in unknown.output
+    )
