@@ -15,7 +15,6 @@ without one they are counted and reported in every run (docs/decisions.md).
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import tempfile
@@ -53,6 +52,7 @@ from s3rs_dagster.core.cursor import (
     zone_of,
 )
 from s3rs_dagster.core.lease import Lease, LeaseHeld, LeaseLost
+from s3rs_dagster.core.manifests import write_manifest
 from s3rs_dagster.core.schema import SchemaError, TablePlan, plan_table, quote_mysql, reflect_table
 from s3rs_dagster.core.state import (
     Cursor,
@@ -263,8 +263,13 @@ class _Run:
                 f"{self.watermark.schema_fingerprint} -> {self.plan.fingerprint}); new files "
                 "carry the new schema"
             )
-        self.watermark.column_mapping = dict(self.plan.column_mapping)
+        mapping = self.plan.column_mapping
+        self.watermark.column_mapping = dict(mapping)
         self.watermark.schema_fingerprint = self.plan.fingerprint
+        key = self.table_config.primary_key or list(self.plan.source.primary_key)
+        self.watermark.primary_key = [mapping[name] for name in key]
+        timestamp = self.spec.timestamp
+        self.watermark.cursor_column = mapping[timestamp.name] if timestamp else None
         state.status = "running"
         state.last_run_id = self.report.run_id
         state.last_run_started_at = self.started_at
@@ -590,9 +595,7 @@ class _Run:
         if not pending:
             return
         seq = self.watermark.manifest_seq + 1
-        key = naming.manifest_key(self.pipeline, self.table, self.report.run_id, seq)
-        document = _Manifest(self.pipeline, self.table, self.report.run_id, seq, pending)
-        self.storage.put_bytes(key, document.to_json(), content_type="application/json")
+        write_manifest(self.storage, self.pipeline, self.table, self.report.run_id, seq, pending)
         self.watermark.manifest_seq = seq
         self.watermark.pending_files = []
 
@@ -794,27 +797,3 @@ def _summary(watermark: Watermark) -> dict[str, Any]:
         "total_rows": state.total_rows,
         "status": state.status,
     }
-
-
-@dataclass
-class _Manifest:
-    pipeline: str
-    table: str
-    run_id: str
-    seq: int
-    files: list[FileEntry]
-
-    def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "format": "s3rs-manifest/1",
-                "pipeline": self.pipeline,
-                "table": self.table,
-                "run_id": self.run_id,
-                "seq": self.seq,
-                "created_at": utc_now().isoformat(),
-                "files": [entry.model_dump(mode="json") for entry in self.files],
-            },
-            indent=2,
-            ensure_ascii=False,
-        ).encode()

@@ -331,6 +331,7 @@ def plan_table(
                 metadata={
                     b"mysql_name": column.name.encode(),
                     b"mysql_type": column.column_type.encode(),
+                    b"warehouse_type": redshift_type.encode(),
                 },
             )
         )
@@ -344,9 +345,16 @@ def plan_table(
     )
 
 
+def warehouse_type(field: pa.Field) -> str:
+    """The Redshift type a Parquet field was planned for (kept in the field's metadata)."""
+    return (field.metadata or {}).get(b"warehouse_type", b"").decode()
+
+
 def schema_fingerprint(schema: pa.Schema) -> str:
-    """16 hex characters of sha256 over the field names and types (not metadata)."""
-    described = json.dumps([[field.name, str(field.type)] for field in schema])
+    """16 hex characters of sha256 over the field names, Arrow types and warehouse types."""
+    described = json.dumps(
+        [[field.name, str(field.type), warehouse_type(field)] for field in schema]
+    )
     return hashlib.sha256(described.encode()).hexdigest()[:16]
 
 

@@ -119,6 +119,12 @@ class Watermark(_Doc):
     manifest_seq: int = 0
     column_mapping: dict[str, str] = {}
     schema_fingerprint: str | None = None
+    primary_key: list[str] = Field(
+        default=[], description="Target names of the key the load merges on (empty: none)."
+    )
+    cursor_column: str | None = Field(
+        default=None, description="Target name of the timestamp cursor: newest version wins."
+    )
     updated_at: Instant | None = None
 
     def to_json(self) -> bytes:

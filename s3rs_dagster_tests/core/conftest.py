@@ -20,6 +20,8 @@ import yaml
 from s3rs_dagster.adapters.storage import Storage, open_storage
 from s3rs_dagster.config import Config, parse_config
 from s3rs_dagster.core import naming
+from s3rs_dagster.core.manifests import committed_files as list_committed
+from s3rs_dagster.core.state import WatermarkStore
 from s3rs_dagster_tests.conftest import Stack
 
 
@@ -130,17 +132,12 @@ def make_config(stack: Stack, source_db: SourceDb, tmp_path: Path) -> MakeConfig
 
 
 def committed_files(storage: Storage, pipeline: str, table: str) -> list[dict[str, Any]]:
-    """Every file entry the extract stage committed: manifests plus the watermark's pending
-    list, deduplicated by key (a manifest may repeat pending entries after a crash)."""
-    entries: dict[str, dict[str, Any]] = {}
-    for info in storage.list(naming.manifests_prefix(pipeline, table)):
-        document = json.loads(storage.get_bytes(info.key)[0])
-        for entry in document["files"]:
-            entries[entry["key"]] = entry
-    watermark = watermark_document(storage, pipeline, table)
-    for entry in watermark.get("pending_files", []) if watermark else []:
-        entries[entry["key"]] = entry
-    return sorted(entries.values(), key=lambda entry: entry["key"])
+    """Every file entry the extract stage committed, as JSON-like dicts."""
+    watermark, _ = WatermarkStore(storage, pipeline, table, "wh").load()
+    return [
+        entry.model_dump(mode="json")
+        for entry in list_committed(storage, pipeline, table, watermark)
+    ]
 
 
 def watermark_document(storage: Storage, pipeline: str, table: str) -> dict[str, Any] | None:

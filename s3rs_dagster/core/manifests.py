@@ -1,0 +1,72 @@
+"""Batch manifests: the immutable lists of committed data files.
+
+A file is committed when the watermark lists it (`pending_files`); every so often those
+entries move into a manifest under `_state/{pipeline}/{table}/manifests/`. The committed files
+of a table are the union of its manifests and the watermark's pending list, deduplicated by key
+(a crash between the two writes lists a file in both).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from pydantic import ValidationError
+
+from s3rs_dagster.adapters.storage import Storage, StorageError
+from s3rs_dagster.core import naming
+from s3rs_dagster.core.state import FileEntry, StateError, Watermark, utc_now
+
+MANIFEST_FORMAT = "s3rs-manifest/1"
+
+
+def write_manifest(
+    storage: Storage, pipeline: str, table: str, run_id: str, seq: int, files: Iterable[FileEntry]
+) -> str:
+    """Write one immutable manifest; return its key."""
+    key = naming.manifest_key(pipeline, table, run_id, seq)
+    document = {
+        "format": MANIFEST_FORMAT,
+        "pipeline": pipeline,
+        "table": table,
+        "run_id": run_id,
+        "seq": seq,
+        "created_at": utc_now().isoformat(),
+        "files": [entry.model_dump(mode="json") for entry in files],
+    }
+    body = json.dumps(document, indent=2, ensure_ascii=False).encode()
+    storage.put_bytes(key, body, content_type="application/json")
+    return key
+
+
+def committed_files(
+    storage: Storage, pipeline: str, table: str, watermark: Watermark
+) -> list[FileEntry]:
+    """Every committed file of a table, oldest first, each once."""
+    entries: dict[str, FileEntry] = {}
+    for info in storage.list(naming.manifests_prefix(pipeline, table)):
+        if info.key.endswith(".json"):
+            for entry in _read(storage, info.key):
+                entries[entry.key] = entry
+    for entry in watermark.pending_files:
+        entries[entry.key] = entry
+    return sorted(entries.values(), key=lambda entry: (entry.created_at, entry.key))
+
+
+def _read(storage: Storage, key: str) -> list[FileEntry]:
+    uri = storage.uri(key)
+    try:
+        document = json.loads(storage.get_bytes(key)[0])
+    except StorageError as exc:
+        raise StateError(f"cannot read the manifest {uri}: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StateError(
+            f"the manifest {uri} is not valid JSON ({exc}); restore it from a backup. "
+            "Nothing was loaded"
+        ) from None
+    if not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT:
+        raise StateError(f"{uri} is not an s3rs manifest ({MANIFEST_FORMAT}). Nothing was loaded")
+    try:
+        return [FileEntry.model_validate(entry) for entry in document.get("files", [])]
+    except ValidationError as exc:
+        raise StateError(f"the manifest {uri} is invalid: {exc.errors()[0]['msg']}") from None
