@@ -16,7 +16,8 @@ import click
 from s3rs_dagster import __version__
 from s3rs_dagster.config import CONFIG_ENV_VAR, Config, ConfigError, load_config
 from s3rs_dagster.core.extract import ExtractReport, Progress
-from s3rs_dagster.core.sync import extract_pipeline
+from s3rs_dagster.core.load import LoadReport
+from s3rs_dagster.core.sync import TableRun, sync_pipeline
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -142,6 +143,7 @@ def config_validate(obj: Context) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Write nothing; say what would be extracted.")
 @click.option("--json-output", is_flag=True, help="Print the run's report as JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="Show every file decision.")
 @click.pass_obj
 @user_errors
 def sync(
@@ -154,44 +156,49 @@ def sync(
     max_chunks: int | None,
     dry_run: bool,
     json_output: bool,
+    verbose: bool,
 ) -> None:
-    """Back up tables from MySQL to S3 as Parquet (and load them into the warehouse).
+    """Back up tables from MySQL to S3 as Parquet, then load them into the warehouse.
 
     --limit and --max-chunks bound extraction only: at most LIMIT x MAX_CHUNKS new rows per
-    table per run. Exits 0 when every table succeeded, 1 when any failed, 2 on a usage error.
+    table per run; the load takes every committed file not loaded yet (after the watermark's
+    cutoff). Exits 0 when every table succeeded, 1 when any failed, 2 on a usage error.
 
     \b
     Examples:
+      s3rs sync -p us_dw -t settlement.settle_orders
       s3rs sync -p us_dw -t settlement.settle_orders --backup-only
+      s3rs sync -p us_dw -t settle_orders --redshift-only
       s3rs sync -p us_dw --backup-only --limit 10000 --max-chunks 5
       s3rs sync -p us_dw -t settle_orders --backup-only --dry-run
     """
     if backup_only and redshift_only:
         raise click.UsageError("--backup-only and --redshift-only exclude each other")
-    if not backup_only:
-        raise click.UsageError(
-            "the load stage (S3 -> warehouse) is not built yet; run with --backup-only"
-        )
     cfg = obj.config
     names = list(tables) or None
     for name in names or []:
         cfg.table(pipeline, name)
     reporter = _ProgressPrinter(enabled=not json_output)
-    reports = extract_pipeline(
+    runs = sync_pipeline(
         cfg,
         pipeline,
         names,
+        extract=not redshift_only,
+        load=not backup_only,
         limit=limit,
         max_chunks=max_chunks,
         dry_run=dry_run,
         progress=reporter,
     )
     if json_output:
-        click.echo(json.dumps([_report_json(report) for report in reports], indent=2))
+        click.echo(json.dumps([_run_json(run) for run in runs], indent=2, default=str))
     else:
-        for report in reports:
-            _print_report(report)
-    failed = [report.table for report in reports if not report.ok]
+        for run in runs:
+            if run.extract is not None:
+                _print_extract(run.extract)
+            if run.load is not None:
+                _print_load(run.load, verbose=verbose or obj.verbose or dry_run)
+    failed = [run.table for run in runs if not run.ok]
     if failed:
         if not json_output:
             click.secho(f"failed: {', '.join(failed)}", fg="red", err=True)
@@ -239,7 +246,7 @@ def _watermark_text(summary: dict[str, Any] | None) -> str:
     )
 
 
-def _print_report(report: ExtractReport) -> None:
+def _print_extract(report: ExtractReport) -> None:
     colour = "green" if report.ok else "red"
     if report.dry_run is not None:
         plan = report.dry_run
@@ -269,10 +276,47 @@ def _print_report(report: ExtractReport) -> None:
         click.secho(f"  warning: {warning}", fg="yellow")
 
 
-def _report_json(report: ExtractReport) -> dict[str, Any]:
-    data = asdict(report)
-    data["rows_per_second"] = round(report.rows_per_second, 1)
-    data["ok"] = report.ok
+def _print_load(report: LoadReport, *, verbose: bool) -> None:
+    colour = "green" if report.ok else "red"
+    where = f"{report.target}.{report.target_table}" if report.target_table else report.target
+    if report.status == "dry_run":
+        click.secho(
+            f"{report.table}: dry run: would load {report.files} file(s), {report.rows:,} rows "
+            f"into {where} ({report.write_mode})",
+            fg=colour,
+        )
+    elif report.status == "nothing_to_do":
+        waiting = sum(1 for decision in report.decisions if not decision.include)
+        click.secho(
+            f"{report.table}: nothing to load into {where}: no new files"
+            + (f" ({waiting} file(s) skipped, see --verbose)" if waiting else ""),
+            fg=colour,
+        )
+    elif report.ok:
+        click.secho(
+            f"{report.table}: loaded {report.files} file(s), {report.rows:,} rows into {where} "
+            f"({report.write_mode}) in {report.seconds:.1f}s; the target now has "
+            f"{report.target_rows:,} rows",
+            fg=colour,
+        )
+    else:
+        click.secho(f"{report.table}: LOAD FAILED: {report.error}", fg=colour)
+    if verbose:
+        for decision in report.decisions:
+            verb = "load" if decision.include else "skip"
+            click.echo(f"  {verb} {decision.key} ({decision.rows:,} rows): {decision.reason}")
+    for key in report.strays[:20]:
+        click.echo(f"  stray (in no manifest, not loaded): {key}")
+    for warning in report.warnings:
+        click.secho(f"  note: {warning}", fg="yellow")
+
+
+def _run_json(run: TableRun) -> dict[str, Any]:
+    data: dict[str, Any] = {"table": run.table, "ok": run.ok}
+    for stage, report in (("extract", run.extract), ("load", run.load)):
+        if report is not None:
+            data[stage] = {**asdict(report), "ok": report.ok}
+            data[stage]["rows_per_second"] = round(report.rows_per_second, 1)
     return data
 
 

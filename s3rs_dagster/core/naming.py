@@ -43,6 +43,10 @@ def lock_key(pipeline: str, table: str) -> str:
     return f"{state_prefix(pipeline, table)}lock.json"
 
 
+def load_lock_key(pipeline: str, table: str) -> str:
+    return f"{state_prefix(pipeline, table)}load_lock.json"
+
+
 def manifests_prefix(pipeline: str, table: str) -> str:
     return f"{state_prefix(pipeline, table)}manifests/"
 

@@ -72,6 +72,33 @@ MakeConfig = Callable[..., Config]
 def make_config(stack: Stack, source_db: SourceDb, tmp_path: Path) -> MakeConfig:
     """Build a validated Config for one pipeline 'p' over the test's database."""
     prefix = f"test-extract/{uuid.uuid4().hex[:10]}"
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+
+    def target_config(kind: str, schema: str) -> dict[str, Any]:
+        if kind == "duckdb":
+            return {"type": "duckdb", "path": str(tmp_path / "wh.duckdb"), "schema": schema}
+        if kind == "postgres":
+            return {
+                "type": "postgres",
+                "host": "${POSTGRES_HOST}",
+                "port": "${POSTGRES_PORT}",
+                "database": "${POSTGRES_DATABASE}",
+                "username": "${POSTGRES_USER}",
+                "password": "${POSTGRES_PASSWORD}",
+                "schema": schema,
+                "sslmode": "disable",
+            }
+        return {
+            "type": "redshift",
+            "host": "${REDSHIFT_HOST}",
+            "port": "${REDSHIFT_PORT}",
+            "database": "${REDSHIFT_DATABASE}",
+            "username": "${REDSHIFT_USER}",
+            "password": "${REDSHIFT_PASSWORD}",
+            "iam_role": "${REDSHIFT_IAM_ROLE}",
+            "schema": schema,
+            "sslmode": "disable",
+        }
 
     def build(
         tables: dict[str, dict[str, Any]],
@@ -80,6 +107,7 @@ def make_config(stack: Stack, source_db: SourceDb, tmp_path: Path) -> MakeConfig
         local_storage: bool = False,
         processing: dict[str, Any] | None = None,
         source_extra: dict[str, Any] | None = None,
+        target: str = "duckdb",
     ) -> Config:
         source: dict[str, Any] = {
             "host": "${MYSQL_HOST}",
@@ -109,7 +137,7 @@ def make_config(stack: Stack, source_db: SourceDb, tmp_path: Path) -> MakeConfig
         document = {
             "connections": {
                 "sources": {"src": source},
-                "targets": {"wh": {"type": "duckdb", "path": str(tmp_path / "wh.duckdb")}},
+                "targets": {"wh": target_config(target, schema)},
             },
             "storage": storage,
             "pipelines": {

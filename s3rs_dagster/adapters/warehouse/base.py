@@ -1,0 +1,119 @@
+"""The warehouse interface the load stage programs against."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from s3rs_dagster.adapters.storage import Storage
+from s3rs_dagster.adapters.warehouse.types import WarehouseType
+
+
+class WarehouseError(Exception):
+    """The warehouse cannot be reached or refused a statement; says which target and why."""
+
+
+class LoadError(WarehouseError):
+    """The warehouse refused the data of a file: names the file, column, value and reason."""
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A Parquet file to load: its storage key, full URI, size and row count."""
+
+    key: str
+    uri: str
+    size: int
+    rows: int
+
+
+def quote(identifier: str) -> str:
+    """A double-quoted identifier (all three dialects), embedded quotes doubled."""
+    if "\x00" in identifier:
+        raise WarehouseError(f"identifier {identifier!r} contains a NUL character")
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def qualified(schema: str, table: str) -> str:
+    return f"{quote(schema)}.{quote(table)}"
+
+
+class Session(ABC):
+    """One connection, used for one load: DDL first, then one data transaction."""
+
+    placeholder = "%s"
+
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+
+    @abstractmethod
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    @abstractmethod
+    def begin(self) -> None: ...
+
+    @abstractmethod
+    def commit(self) -> None: ...
+
+    @abstractmethod
+    def rollback(self) -> None: ...
+
+    @abstractmethod
+    def type_sql(self, kind: WarehouseType) -> str:
+        """This dialect's spelling of a type from the shared (Redshift) vocabulary."""
+
+    @abstractmethod
+    def columns(self, schema: str, table: str) -> dict[str, WarehouseType] | None:
+        """The table's columns in the shared vocabulary, or None when the table is absent."""
+
+    @abstractmethod
+    def stage(
+        self,
+        staging: str,
+        fields: Sequence[tuple[str, WarehouseType]],
+        files: Sequence[StagedFile],
+        storage: Storage,
+    ) -> int:
+        """Create the temporary table `staging` and fill it from the files; return its rows."""
+
+    def ddl(self, sql: str) -> None:
+        """Run a schema change and make it durable (Redshift runs some only outside a
+        transaction block; the others simply commit it)."""
+        self.execute(sql)
+        self.commit()
+
+    def widen(self, schema: str, table: str, column: str, new: WarehouseType) -> None:
+        self.ddl(
+            f"ALTER TABLE {qualified(schema, table)} ALTER COLUMN {quote(column)} "
+            f"TYPE {self.type_sql(new)}"
+        )
+
+
+class Warehouse(ABC):
+    """A configured target."""
+
+    kind: str
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @abstractmethod
+    def connect(self) -> AbstractContextManager[Session]:
+        """A session; closed (and rolled back if a transaction is open) on exit."""
+
+    @property
+    @abstractmethod
+    def schema(self) -> str: ...
+
+    @property
+    @abstractmethod
+    def description(self) -> str:
+        """Where the target is, for messages (never with a password)."""
+
+
+def batched(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,216 @@
+"""PostgreSQL: staging is filled with COPY FROM STDIN, fed CSV that pyarrow writes per batch."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from s3rs_dagster.adapters.storage import Storage
+from s3rs_dagster.adapters.tunnel import TUNNELS
+from s3rs_dagster.adapters.warehouse.base import (
+    LoadError,
+    Session,
+    StagedFile,
+    Warehouse,
+    WarehouseError,
+    quote,
+)
+from s3rs_dagster.adapters.warehouse.types import WarehouseType
+from s3rs_dagster.config import PostgresTargetConfig
+
+_SPELLING = {"VARBYTE": "BYTEA", "SUPER": "TEXT", "TIMESTAMPTZ": "TIMESTAMPTZ"}
+_CONTEXT = re.compile(r"line (\d+), column ([^:]+)")
+
+
+def read_back(
+    data_type: str, length: int | None, precision: int | None, scale: int | None
+) -> WarehouseType:
+    """information_schema's description of a column, in the shared vocabulary."""
+    kind = data_type.lower()
+    if kind == "character varying":
+        return WarehouseType("VARCHAR", length)
+    if kind in ("text", "jsonb", "json"):
+        return WarehouseType("VARCHAR")
+    if kind in ("bytea", "binary varying"):
+        return WarehouseType("VARBYTE")
+    if kind == "super":
+        return WarehouseType("SUPER")
+    if kind == "numeric":
+        return WarehouseType("DECIMAL", precision, scale)
+    if kind == "timestamp without time zone":
+        return WarehouseType("TIMESTAMP")
+    if kind == "timestamp with time zone":
+        return WarehouseType("TIMESTAMPTZ")
+    return WarehouseType.parse(kind.upper())
+
+
+def columns_of(session: Session, schema: str, table: str) -> dict[str, WarehouseType] | None:
+    """Existing columns from information_schema (PostgreSQL and Redshift agree here)."""
+    rows = session.query(
+        "SELECT column_name, data_type, character_maximum_length, numeric_precision, "
+        "numeric_scale FROM information_schema.columns WHERE table_schema = %s "
+        "AND table_name = %s ORDER BY ordinal_position",
+        (schema, table),
+    )
+    if not rows:
+        return None
+    return {
+        name: read_back(kind, length, precision, scale)
+        for name, kind, length, precision, scale in rows
+    }
+
+
+def csv_batch(batch: pa.RecordBatch) -> bytes:
+    """CSV for COPY: strings quoted (so '' differs from NULL), binary as bytea hex."""
+    arrays = []
+    for array in batch.columns:
+        if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
+            array = pa.array(
+                [None if value is None else "\\x" + value.hex() for value in array.to_pylist()],
+                pa.string(),
+            )
+        arrays.append(array)
+    table = pa.Table.from_arrays(arrays, names=batch.schema.names)
+    sink = io.BytesIO()
+    pacsv.write_csv(
+        table,
+        sink,
+        write_options=pacsv.WriteOptions(include_header=False, quoting_style="all_valid"),
+    )
+    return sink.getvalue()
+
+
+class PostgresSession(Session):
+    def __init__(self, connection: psycopg.Connection[Any], description: str) -> None:
+        self.connection = connection
+        self.description = description
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        try:
+            self.connection.execute(sql, list(params) or None)
+        except psycopg.Error as exc:
+            raise WarehouseError(
+                f"{self.description} refused a statement: {_message(exc)}"
+            ) from None
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self.connection.execute(sql, list(params) or None).fetchall()
+        except psycopg.Error as exc:
+            raise WarehouseError(f"{self.description} refused a query: {_message(exc)}") from None
+
+    def begin(self) -> None:
+        """psycopg opens the transaction with the first statement."""
+
+    def commit(self) -> None:
+        self.connection.commit()
+
+    def rollback(self) -> None:
+        self.connection.rollback()
+
+    def type_sql(self, kind: WarehouseType) -> str:
+        if kind.name in _SPELLING:
+            return _SPELLING[kind.name]
+        return str(kind)
+
+    def columns(self, schema: str, table: str) -> dict[str, WarehouseType] | None:
+        return columns_of(self, schema, table)
+
+    def stage(
+        self,
+        staging: str,
+        fields: Sequence[tuple[str, WarehouseType]],
+        files: Sequence[StagedFile],
+        storage: Storage,
+    ) -> int:
+        columns = ", ".join(f"{quote(name)} {self.type_sql(kind)}" for name, kind in fields)
+        self.execute(f"DROP TABLE IF EXISTS {quote(staging)}")
+        self.execute(f"CREATE TEMP TABLE {quote(staging)} ({columns})")
+        filesystem, base = storage.filesystem()
+        names = ", ".join(quote(name) for name, _ in fields)
+        rows = 0
+        for file in files:
+            try:
+                with (
+                    filesystem.open_input_file(f"{base}/{file.key}") as handle,
+                    self.connection.cursor() as cursor,
+                    cursor.copy(f"COPY {quote(staging)} ({names}) FROM STDIN (FORMAT csv)") as copy,
+                ):
+                    for batch in pq.ParquetFile(handle).iter_batches(batch_size=65_536):
+                        copy.write(csv_batch(batch))
+                        rows += batch.num_rows
+            except psycopg.Error as exc:
+                raise LoadError(_load_error(file, exc)) from None
+            except OSError as exc:
+                raise LoadError(f"cannot read {file.uri}: {exc}") from None
+        return rows
+
+
+def _message(exc: psycopg.Error) -> str:
+    diag = getattr(exc, "diag", None)
+    primary = diag.message_primary if diag is not None and diag.message_primary else str(exc)
+    return primary.strip()
+
+
+def _load_error(file: StagedFile, exc: psycopg.Error) -> str:
+    diag = exc.diag
+    where = _CONTEXT.search(diag.context or "")
+    location = f" at row {where.group(1)}, column {where.group(2)}" if where else ""
+    return f"PostgreSQL refused {file.uri}{location}: {_message(exc)}"
+
+
+class PostgresWarehouse(Warehouse):
+    kind = "postgres"
+
+    def __init__(self, name: str, config: PostgresTargetConfig) -> None:
+        super().__init__(name)
+        self.config = config
+
+    @property
+    def schema(self) -> str:
+        return self.config.schema_
+
+    @property
+    def description(self) -> str:
+        c = self.config
+        return f"postgres target '{self.name}' ({c.username}@{c.host}:{c.port}/{c.database})"
+
+    @contextmanager
+    def connect(self) -> Iterator[PostgresSession]:
+        c = self.config
+        with ExitStack() as stack:
+            host, port = c.host, c.port
+            if c.ssh_tunnel.enabled:
+                host, port = stack.enter_context(TUNNELS.forward(c.ssh_tunnel, c.host, c.port))
+            try:
+                connection = psycopg.connect(
+                    host=host,
+                    port=port,
+                    dbname=c.database,
+                    user=c.username,
+                    password=c.password.get_secret_value() or None,
+                    sslmode=c.sslmode,
+                    connect_timeout=15,
+                    application_name="s3rs",
+                )
+            except psycopg.Error as exc:
+                raise WarehouseError(
+                    f"cannot connect to {self.description}: {_message(exc)}"
+                ) from None
+            stack.callback(connection.close)
+            session = PostgresSession(connection, self.description)
+            session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
+            session.commit()
+            try:
+                yield session
+            finally:
+                if not connection.closed:
+                    connection.rollback()

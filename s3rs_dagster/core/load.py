@@ -1,0 +1,500 @@
+"""The load stage: committed Parquet files into the warehouse, each exactly once.
+
+Which files: every file a manifest of this table lists (or the watermark's pending list) that
+the warehouse's ledger does not hold, and whose effective time (the run timestamp in its name,
+else its LastModified) is after the watermark's load cutoff. Objects under the table's prefix
+that no manifest lists are reported as strays and not loaded. Every include and skip is logged
+with its reason.
+
+How: target DDL first (create, add columns, widen types; each change committed on its own, as
+Redshift requires), then ONE transaction that stages the files, merges them into the target
+(newest cursor wins, within the batch and against the target), appends, or replaces, and
+inserts the files' ledger rows. The ledger row and the data commit together, so a crash
+anywhere leaves each file either loaded with its ledger row or not at all. After the commit the
+target's COUNT(*) goes into the watermark's redshift_state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from s3rs_dagster.adapters.storage import ObjectInfo, Storage, StorageError, open_storage
+from s3rs_dagster.adapters.tunnel import TunnelError
+from s3rs_dagster.adapters.warehouse import (
+    LoadError,
+    Session,
+    StagedFile,
+    WarehouseError,
+    WarehouseType,
+    open_warehouse,
+    quote,
+)
+from s3rs_dagster.adapters.warehouse.base import batched, qualified
+from s3rs_dagster.config import Config, TableConfig
+from s3rs_dagster.core import naming
+from s3rs_dagster.core.ddl import AddColumn, SchemaChangeError, plan_changes, wider
+from s3rs_dagster.core.lease import Lease, LeaseHeld, LeaseLost
+from s3rs_dagster.core.manifests import committed_files
+from s3rs_dagster.core.schema import sanitize_column_names, warehouse_type
+from s3rs_dagster.core.state import (
+    FileEntry,
+    StateConflict,
+    StateError,
+    Watermark,
+    WatermarkStore,
+    utc_now,
+)
+
+LEDGER_TABLE = "s3rs_loaded_files"
+logger = logging.getLogger(__name__)
+
+EXPECTED_ERRORS = (
+    LeaseHeld,
+    LeaseLost,
+    LoadError,
+    SchemaChangeError,
+    StateError,
+    StorageError,
+    TunnelError,
+    WarehouseError,
+)
+
+
+@dataclass
+class FileDecision:
+    key: str
+    rows: int
+    include: bool
+    reason: str
+
+
+@dataclass
+class LoadReport:
+    """What one table's load did (or, for a dry run, would do)."""
+
+    pipeline: str
+    table: str
+    target: str
+    target_table: str = ""
+    write_mode: str = ""
+    status: str = "running"
+    files: int = 0
+    rows: int = 0
+    target_rows: int | None = None
+    seconds: float = 0.0
+    decisions: list[FileDecision] = field(default_factory=list)
+    strays: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("success", "nothing_to_do", "dry_run")
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+def load_table(
+    config: Config,
+    pipeline: str,
+    table: str,
+    *,
+    dry_run: bool = False,
+    storage: Storage | None = None,
+) -> LoadReport:
+    """Load one table's pending files; never raises for a user-fixable failure."""
+    table_key, table_config = config.table(pipeline, table)
+    pipeline_config = config.pipeline(pipeline)
+    report = LoadReport(pipeline=pipeline, table=table_key, target=pipeline_config.target)
+    started = time.monotonic()
+    try:
+        _Load(config, pipeline, table_key, table_config, storage, report).run(dry_run)
+    except EXPECTED_ERRORS as exc:
+        report.status = "failed"
+        report.error = str(exc)
+    finally:
+        report.seconds = time.monotonic() - started
+    return report
+
+
+class _Load:
+    def __init__(
+        self,
+        config: Config,
+        pipeline: str,
+        table: str,
+        table_config: TableConfig,
+        storage: Storage | None,
+        report: LoadReport,
+    ) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.table = table
+        self.table_config = table_config
+        self.storage = storage or open_storage(config.storage)
+        self.report = report
+        target_name = config.pipeline(pipeline).target
+        self.warehouse = open_warehouse(
+            target_name, config.connections.targets[target_name], config.storage
+        )
+        self.store = WatermarkStore(self.storage, pipeline, table, target_name)
+
+    def run(self, dry_run: bool) -> None:
+        lease = (
+            nullcontext()
+            if dry_run
+            else Lease(
+                self.storage,
+                naming.load_lock_key(self.pipeline, self.table),
+                run_id=naming.new_run_id(),
+                purpose="load",
+            )
+        )
+        with lease:
+            watermark, _ = self.store.load()
+            self.report.target_table = self._target_table(watermark)
+            self.report.write_mode = self._write_mode(watermark)
+            candidates = committed_files(self.storage, self.pipeline, self.table, watermark)
+            listing = {
+                info.key: info
+                for info in self.storage.list(naming.table_prefix(self.pipeline, self.table))
+            }
+            with self.warehouse.connect() as session:
+                loaded = self._ledger(session, create=not dry_run)
+                chosen = self._choose(watermark, candidates, listing, loaded)
+                if dry_run:
+                    self.report.status = "dry_run"
+                    self.report.files = len(chosen)
+                    self.report.rows = sum(entry.rows for entry in chosen)
+                    return
+                if not chosen:
+                    self.report.status = "nothing_to_do"
+                    if session.columns(self.warehouse.schema, self.report.target_table):
+                        self.report.target_rows = self._count(session)
+                        self._record_success(self.report.target_rows)
+                    return
+                try:
+                    self._load(session, watermark, chosen)
+                except EXPECTED_ERRORS as exc:
+                    session.rollback()
+                    self._record_failure(str(exc))
+                    raise
+                count = self._count(session)
+            self.report.target_rows = count
+            self._record_success(count)
+            self.report.status = "success"
+
+    def _count(self, session: Session) -> int:
+        return int(session.query(f"SELECT COUNT(*) FROM {self._target()}")[0][0])
+
+    # ------------------------------------------------------------------ choosing files
+
+    def _choose(
+        self,
+        watermark: Watermark,
+        candidates: list[FileEntry],
+        listing: dict[str, ObjectInfo],
+        loaded: dict[str, int],
+    ) -> list[FileEntry]:
+        cutoff = watermark.load_cutoff
+        strategy = self.table_config.cdc_strategy
+        snapshot = watermark.mysql_state.last_complete_snapshot
+        chosen: list[FileEntry] = []
+        skipped_by_cutoff = 0
+        for entry in candidates:
+            if entry.key in loaded:
+                self._decide(entry, False, "already loaded (in the ledger)")
+                continue
+            if strategy == "full_sync" and entry.snapshot_id != snapshot:
+                reason = (
+                    "snapshot not complete yet"
+                    if entry.snapshot_id == watermark.mysql_state.snapshot_run_id
+                    else f"superseded snapshot {entry.snapshot_id}"
+                )
+                self._decide(entry, False, reason)
+                continue
+            info = listing.get(entry.key)
+            if info is None:
+                raise LoadError(
+                    f"{entry.uri} is committed and not loaded yet, but it is missing from "
+                    "storage; restore it, or run `s3rs watermark reset` and extract again"
+                )
+            effective = naming.file_timestamp(entry.key) or info.last_modified
+            if cutoff is not None and effective <= cutoff:
+                skipped_by_cutoff += 1
+                self._decide(
+                    entry, False, f"before the cutoff ({effective.isoformat()} <= {cutoff})"
+                )
+                continue
+            self._decide(entry, True, f"after the cutoff ({effective.isoformat()})")
+            chosen.append(entry)
+        listed = {entry.key for entry in candidates}
+        for key in sorted(listing):
+            if key.endswith(".parquet") and key not in listed:
+                self.report.strays.append(key)
+                logger.warning("not loading %s: no manifest lists it (stray)", key)
+        if self.report.strays:
+            self.report.warnings.append(
+                f"{len(self.report.strays)} Parquet file(s) under the table's prefix are in no "
+                "manifest (stray uploads or another tool's files) and were not loaded"
+            )
+        extracted = watermark.mysql_state.total_rows
+        in_ledger = sum(loaded.values())
+        if (
+            not chosen
+            and not skipped_by_cutoff
+            and strategy != "full_sync"
+            and extracted > in_ledger
+        ):
+            raise LoadError(
+                f"the watermark records {extracted:,} extracted rows, the ledger holds "
+                f"{in_ledger:,} loaded, and no committed file is waiting: files or manifests "
+                "are missing. Nothing was loaded; check `s3rs s3clean list` and the "
+                "manifests before resetting"
+            )
+        return chosen
+
+    def _decide(self, entry: FileEntry, include: bool, reason: str) -> None:
+        self.report.decisions.append(FileDecision(entry.key, entry.rows, include, reason))
+        logger.info("%s %s: %s", "including" if include else "skipping", entry.key, reason)
+
+    # ------------------------------------------------------------------ loading
+
+    def _load(self, session: Session, watermark: Watermark, files: list[FileEntry]) -> None:
+        groups = self._groups(files)
+        self._evolve(session, [fields for fields, _ in groups])
+        mode = self.report.write_mode
+        target = self._target()
+        session.begin()
+        for index, (fields, group) in enumerate(groups):
+            staging = f"s3rs_stage_{index}"
+            staged = [StagedFile(entry.key, entry.uri, entry.bytes, entry.rows) for entry in group]
+            rows = session.stage(staging, fields, staged, self.storage)
+            expected = sum(entry.rows for entry in group)
+            if rows != expected:
+                raise LoadError(
+                    f"staged {rows:,} rows from {len(group)} file(s) whose manifests list "
+                    f"{expected:,}; nothing was loaded"
+                )
+            names = [name for name, _ in fields]
+            if mode == "replace":
+                statements = replace_sql(target, staging, names, first=index == 0)
+            elif mode == "append":
+                statements = append_sql(target, staging, names)
+            else:
+                statements = merge_sql(
+                    target, staging, names, watermark.primary_key, watermark.cursor_column
+                )
+            for statement in statements:
+                session.execute(statement)
+            session.execute(f"DROP TABLE {quote(staging)}")
+            self.report.rows += rows
+            self.report.files += len(group)
+        self._insert_ledger(session, files)
+        session.commit()
+
+    def _groups(
+        self, files: list[FileEntry]
+    ) -> list[tuple[list[tuple[str, WarehouseType]], list[FileEntry]]]:
+        """Files grouped by schema (in order), each with its fields' warehouse types."""
+        filesystem, base = self.storage.filesystem()
+        groups: dict[str, tuple[list[tuple[str, WarehouseType]], list[FileEntry]]] = {}
+        for entry in files:
+            if entry.schema_fingerprint not in groups:
+                with filesystem.open_input_file(f"{base}/{entry.key}") as handle:
+                    schema = pq.read_schema(handle)
+                groups[entry.schema_fingerprint] = (_fields(schema, entry), [])
+            groups[entry.schema_fingerprint][1].append(entry)
+        return list(groups.values())
+
+    def _evolve(self, session: Session, schemas: Sequence[list[tuple[str, WarehouseType]]]) -> None:
+        wanted: dict[str, WarehouseType] = {}
+        for fields in schemas:
+            for name, kind in fields:
+                merged = wider(wanted[name], kind) if name in wanted else kind
+                wanted[name] = merged or kind
+        schema, table = self.warehouse.schema, self.report.target_table
+        existing = session.columns(schema, table)
+        if existing is None:
+            columns = ", ".join(f"{quote(n)} {session.type_sql(k)}" for n, k in wanted.items())
+            session.ddl(f"CREATE TABLE {self._target()} ({columns})")
+            return
+        for change in plan_changes(f"{schema}.{table}", existing, list(wanted.items())):
+            if isinstance(change, AddColumn):
+                session.ddl(
+                    f"ALTER TABLE {self._target()} ADD COLUMN {quote(change.column)} "
+                    f"{session.type_sql(change.type)}"
+                )
+                self.report.warnings.append(f"added column {change.column} ({change.type})")
+            else:
+                session.widen(schema, table, change.column, change.new)
+                self.report.warnings.append(
+                    f"widened column {change.column} from {change.old} to {change.new}"
+                )
+
+    # ------------------------------------------------------------------ ledger
+
+    def _ledger(self, session: Session, *, create: bool) -> dict[str, int]:
+        ledger = qualified(self.warehouse.schema, LEDGER_TABLE)
+        if session.columns(self.warehouse.schema, LEDGER_TABLE) is None:
+            if not create:
+                return {}
+            session.ddl(
+                f"CREATE TABLE IF NOT EXISTS {ledger} (pipeline VARCHAR(256), "
+                "source_table VARCHAR(1024), target_table VARCHAR(1024), "
+                "file_key VARCHAR(4096), file_rows BIGINT, run_id VARCHAR(64), "
+                "loaded_at TIMESTAMP)"
+            )
+        p = session.placeholder
+        rows = session.query(
+            f"SELECT file_key, file_rows FROM {ledger} WHERE pipeline = {p} AND source_table = {p}",
+            (self.pipeline, self.table),
+        )
+        return {key: int(count) for key, count in rows}
+
+    def _insert_ledger(self, session: Session, files: list[FileEntry]) -> None:
+        ledger = qualified(self.warehouse.schema, LEDGER_TABLE)
+        p = session.placeholder
+        now = utc_now().replace(tzinfo=None)
+        for chunk in batched(files, 200):
+            values = ", ".join(f"({p}, {p}, {p}, {p}, {p}, {p}, {p})" for _ in chunk)
+            params: list[Any] = []
+            for entry in chunk:
+                params += [
+                    self.pipeline,
+                    self.table,
+                    self.report.target_table,
+                    entry.key,
+                    entry.rows,
+                    entry.run_id,
+                    now,
+                ]
+            session.execute(
+                f"INSERT INTO {ledger} (pipeline, source_table, target_table, file_key, "
+                f"file_rows, run_id, loaded_at) VALUES {values}",
+                params,
+            )
+
+    # ------------------------------------------------------------------ watermark
+
+    def _record_success(self, count: int) -> None:
+        def apply(watermark: Watermark) -> None:
+            state = watermark.redshift_state
+            state.total_rows = count
+            state.status = "success"
+            state.last_loaded_at = datetime.now(UTC)
+            state.last_error = None
+
+        self._update_watermark(apply)
+
+    def _record_failure(self, error: str) -> None:
+        def apply(watermark: Watermark) -> None:
+            watermark.redshift_state.status = "failed"
+            watermark.redshift_state.last_error = error
+
+        try:
+            self._update_watermark(apply)
+        except (StateError, StorageError):
+            logger.warning("could not record the failed load in the watermark")
+
+    def _update_watermark(self, apply: Any) -> None:
+        """Re-read and re-apply on a conflict: the extract stage may write it concurrently."""
+        for _attempt in range(10):
+            watermark, etag = self.store.load()
+            apply(watermark)
+            try:
+                self.store.save(watermark, etag)
+                return
+            except StateConflict:
+                continue
+        raise StateError(f"the watermark {self.store.uri} kept changing; the load is committed")
+
+    # ------------------------------------------------------------------ naming
+
+    def _target(self) -> str:
+        return qualified(self.warehouse.schema, self.report.target_table)
+
+    def _target_table(self, watermark: Watermark) -> str:
+        if self.table_config.target_name:
+            return self.table_config.target_name
+        name = self.table.partition(".")[2]
+        return sanitize_column_names([name])[name]
+
+    def _write_mode(self, watermark: Watermark) -> str:
+        configured = self.table_config.write_mode
+        if self.table_config.cdc_strategy == "full_sync":
+            return "replace"
+        if configured == "merge" and not watermark.primary_key:
+            raise LoadError(
+                f"write_mode: merge needs a primary key and {self.table} has none; set "
+                "primary_key in its config, or write_mode: append"
+            )
+        if configured:
+            return configured
+        return "merge" if watermark.primary_key else "append"
+
+
+def _fields(schema: pa.Schema, entry: FileEntry) -> list[tuple[str, WarehouseType]]:
+    fields = []
+    for field_ in schema:
+        kind = warehouse_type(field_)
+        if not kind:
+            raise LoadError(
+                f"{entry.uri} was not written by s3rs (its fields carry no warehouse types)"
+            )
+        fields.append((field_.name, WarehouseType.parse(kind)))
+    return fields
+
+
+# ---------------------------------------------------------------------- the shared SQL
+
+
+def append_sql(target: str, staging: str, columns: Sequence[str]) -> list[str]:
+    names = ", ".join(quote(name) for name in columns)
+    return [f"INSERT INTO {target} ({names}) SELECT {names} FROM {quote(staging)}"]
+
+
+def replace_sql(target: str, staging: str, columns: Sequence[str], *, first: bool) -> list[str]:
+    """Replace the target's rows; DELETE, not TRUNCATE, which commits on Redshift."""
+    statements = [f"DELETE FROM {target}"] if first else []
+    return statements + append_sql(target, staging, columns)
+
+
+def merge_sql(
+    target: str,
+    staging: str,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    cursor: str | None,
+) -> list[str]:
+    """Upsert by key: the newest cursor wins within the batch and against the target."""
+    names = ", ".join(quote(name) for name in columns)
+    partition = ", ".join(quote(key) for key in keys)
+    order = f"{quote(cursor)} DESC" if cursor else partition
+    dedup = quote(f"{staging}_dedup")
+    join = " AND ".join(f"{target}.{quote(key)} = {dedup}.{quote(key)}" for key in keys)
+    newer = ""
+    if cursor:
+        c = quote(cursor)
+        newer = f" AND ({target}.{c} IS NULL OR {dedup}.{c} IS NULL OR {target}.{c} <= {dedup}.{c})"
+    keep = " AND ".join(f"kept.{quote(key)} = {dedup}.{quote(key)}" for key in keys)
+    return [
+        f"CREATE TEMP TABLE {dedup} AS SELECT {names} FROM (SELECT {names}, ROW_NUMBER() OVER "
+        f"(PARTITION BY {partition} ORDER BY {order}) AS s3rs_rank FROM {quote(staging)}) "
+        "ranked WHERE s3rs_rank = 1",
+        f"DELETE FROM {target} USING {dedup} WHERE {join}{newer}",
+        f"INSERT INTO {target} ({names}) SELECT {names} FROM {dedup} WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {target} kept WHERE {keep})",
+        f"DROP TABLE {dedup}",
+    ]

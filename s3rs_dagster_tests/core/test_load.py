@@ -1,0 +1,335 @@
+"""The load stage on the real stack, for each warehouse: the target equals the source."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from s3rs_dagster.adapters.storage import open_storage
+from s3rs_dagster.config import Config
+from s3rs_dagster.core import naming
+from s3rs_dagster.core.load import load_table
+from s3rs_dagster.core.state import WatermarkStore
+from s3rs_dagster.core.sync import sync_pipeline
+from s3rs_dagster_tests.conftest import Stack
+from s3rs_dagster_tests.core.conftest import MakeConfig, SourceDb, committed_files
+
+WAREHOUSES = ["duckdb", "postgres", "redshift"]
+BASE_TIME = datetime(2025, 3, 1, 12, 0, 0)
+ORDERS_DDL = """
+CREATE TABLE orders (
+  id BIGINT PRIMARY KEY,
+  updated_at DATETIME(6) NOT NULL,
+  amount DECIMAL(12,2),
+  note VARCHAR(40) NULL,
+  KEY by_updated (updated_at, id)
+)
+"""
+HYBRID = {"cdc_strategy": "hybrid", "start_date": "2020-01-01"}
+
+
+@pytest.fixture(params=WAREHOUSES)
+def warehouse(request: pytest.FixtureRequest, stack: Stack) -> Iterator[str]:
+    """Each test runs once per warehouse; PostgreSQL schemas it made are dropped after."""
+    if request.param == "redshift" and "REDSHIFT_PORT" not in stack.env:
+        pytest.fail("the Redshift stand-in is not in stack.env; restart the stack")
+    yield request.param
+
+
+def connect_target(config: Config, stack: Stack) -> Any:
+    target = config.connections.targets["wh"]
+    if target.type == "duckdb":
+        return duckdb.connect(str(target.path))
+    database = (
+        stack["POSTGRES_DATABASE"] if target.type == "postgres" else stack.env["REDSHIFT_DATABASE"]
+    )
+    return psycopg.connect(
+        host=stack["POSTGRES_HOST"],
+        port=int(stack["POSTGRES_PORT"]),
+        user=stack["POSTGRES_USER"],
+        password=stack["POSTGRES_PASSWORD"],
+        dbname=database,
+        row_factory=dict_row,
+    )
+
+
+def target_rows(config: Config, stack: Stack, table: str = "orders") -> list[dict[str, Any]]:
+    """The target table's rows, read with the warehouse's own driver (not our code)."""
+    target = config.connections.targets["wh"]
+    sql = f'SELECT * FROM "{target.schema_}"."{table}" ORDER BY 1'
+    connection = connect_target(config, stack)
+    try:
+        if target.type == "duckdb":
+            return connection.execute(sql).to_arrow_table().to_pylist()
+        return list(connection.execute(sql).fetchall())
+    finally:
+        connection.close()
+
+
+def drop_schema(config: Config, stack: Stack) -> None:
+    target = config.connections.targets["wh"]
+    if target.type == "duckdb":
+        return
+    with connect_target(config, stack) as connection:
+        connection.execute(f'DROP SCHEMA IF EXISTS "{target.schema_}" CASCADE')
+
+
+@pytest.fixture
+def orders_config(
+    source_db: SourceDb, make_config: MakeConfig, warehouse: str, stack: Stack
+) -> Iterator[Config]:
+    source_db.execute(ORDERS_DDL)
+    config = make_config({"orders": HYBRID}, target=warehouse)
+    yield config
+    drop_schema(config, stack)
+
+
+def source_rows(db: SourceDb) -> list[dict[str, Any]]:
+    with db.connection.cursor(__import__("pymysql").cursors.DictCursor) as cursor:
+        cursor.execute("SELECT * FROM orders ORDER BY id")
+        return list(cursor.fetchall())
+
+
+def upsert(db: SourceDb, ids: range | list[int], when: datetime, note: str) -> None:
+    db.executemany(
+        "INSERT INTO orders (id, updated_at, amount, note) VALUES (%s, %s, %s, %s) "
+        "ON DUPLICATE KEY UPDATE updated_at = VALUES(updated_at), amount = VALUES(amount), "
+        "note = VALUES(note)",
+        [(i, when + timedelta(microseconds=i), Decimal(i) / 7, f"{note} {i}") for i in ids],
+    )
+
+
+def assert_target_equals_source(config: Config, stack: Stack, db: SourceDb) -> None:
+    expected = source_rows(db)
+    actual = target_rows(config, stack)
+    assert len({row["id"] for row in actual}) == len(actual), "no duplicate primary keys"
+    assert [(row["id"], row["updated_at"], row["amount"], row["note"]) for row in actual] == [
+        (row["id"], row["updated_at"], row["amount"].quantize(Decimal("0.01")), row["note"])
+        for row in expected
+    ]
+
+
+def redshift_state_total(config: Config, table: str) -> int:
+    storage = open_storage(config.storage)
+    watermark, _ = WatermarkStore(storage, "p", table, "wh").load()
+    return watermark.redshift_state.total_rows
+
+
+def test_rounds_of_inserts_and_updates_keep_target_equal_to_source(
+    orders_config: Config, source_db: SourceDb, stack: Stack
+) -> None:
+    table = f"{source_db.name}.orders"
+    upsert(source_db, range(1, 31), BASE_TIME, "first")
+    for round_number, (ids, note) in enumerate(
+        [(range(1, 31), None), ([3, 7, 11, 12, 29], "updated"), ([*range(25, 45), 1], "again")]
+    ):
+        if note is not None:
+            upsert(source_db, ids, BASE_TIME + timedelta(hours=round_number), note)
+        runs = sync_pipeline(orders_config, "p", limit=7)
+        assert runs[0].ok, (runs[0].extract, runs[0].load)
+        assert_target_equals_source(orders_config, stack, source_db)
+        assert redshift_state_total(orders_config, table) == len(source_rows(source_db))
+    assert runs[0].load.write_mode == "merge"
+
+
+def test_backup_only_then_redshift_only_in_another_process(
+    orders_config: Config, source_db: SourceDb, stack: Stack, tmp_path: Path
+) -> None:
+    upsert(source_db, range(1, 21), BASE_TIME, "row")
+    base = [
+        sys.executable,
+        "-m",
+        "s3rs_dagster",
+        "--config",
+        str(tmp_path / "pipelines.yaml"),
+        "sync",
+        "-p",
+        "p",
+        "-t",
+        "orders",
+    ]
+    backup = subprocess.run(
+        [*base, "--backup-only", "--limit", "6"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    storage = open_storage(orders_config.storage)
+    files = {entry["key"] for entry in committed_files(storage, "p", f"{source_db.name}.orders")}
+    assert len(files) == 4
+    load = subprocess.run(
+        [*base, "--redshift-only", "--verbose"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert load.returncode == 0, load.stdout + load.stderr
+    assert "loaded 4 file(s), 20 rows" in load.stdout
+    for key in files:
+        assert f"load {key}" in load.stdout
+    assert_target_equals_source(orders_config, stack, source_db)
+    again = subprocess.run(
+        [*base, "--redshift-only"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "nothing to load" in again.stdout and "no new files" in again.stdout
+    assert len(target_rows(orders_config, stack)) == 20
+
+
+KILL_POINTS = {
+    "before the COPY": "s3rs_dagster.core.load:_Load._evolve",
+    "between COPY and commit": "s3rs_dagster.core.load:_Load._insert_ledger",
+    "between commit and the watermark write": "s3rs_dagster.core.load:_Load._record_success",
+}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_kill_9_during_the_load_then_rerun_loads_each_file_once(
+    orders_config: Config, source_db: SourceDb, stack: Stack, tmp_path: Path, point: str
+) -> None:
+    upsert(source_db, range(1, 26), BASE_TIME, "row")
+    config_path = str(tmp_path / "pipelines.yaml")
+    backup = sync_pipeline(orders_config, "p", load=False, limit=8)
+    assert backup[0].ok
+    module, attribute = KILL_POINTS[point].split(":")
+    owner, method = attribute.split(".")
+    script = textwrap.dedent(f"""
+        import os, signal, sys, runpy
+        import {module} as target
+        def die(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGKILL)
+        setattr(getattr(target, {owner!r}), {method!r}, die)
+        sys.argv = ["s3rs", "--config", {config_path!r}, "sync", "-p", "p", "--redshift-only"]
+        runpy.run_module("s3rs_dagster", run_name="__main__")
+    """)
+    killed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    lease = naming.load_lock_key("p", f"{source_db.name}.orders")
+    assert open_storage(orders_config.storage).head(lease) is not None, "the dead run held it"
+    rerun = load_table(orders_config, "p", "orders")
+    assert rerun.ok, rerun.error
+    assert_target_equals_source(orders_config, stack, source_db)
+    assert redshift_state_total(orders_config, f"{source_db.name}.orders") == 25
+    if point == "between commit and the watermark write":
+        assert rerun.status == "nothing_to_do", "the ledger, not a guess, says it committed"
+    else:
+        assert (rerun.status, rerun.files) == ("success", 4)
+
+
+def test_new_column_and_wider_types_reach_the_target(
+    orders_config: Config, source_db: SourceDb, stack: Stack, warehouse: str
+) -> None:
+    upsert(source_db, range(1, 6), BASE_TIME, "row")
+    assert sync_pipeline(orders_config, "p")[0].ok
+    source_db.execute(
+        "ALTER TABLE orders ADD COLUMN region VARCHAR(8) NULL, "
+        "MODIFY note VARCHAR(300) NULL, MODIFY amount DECIMAL(18,4)"
+    )
+    source_db.executemany(
+        "INSERT INTO orders VALUES (%s, %s, %s, %s, %s)",
+        [(6, BASE_TIME + timedelta(days=1), Decimal("12345678901234.5678"), "n" * 300, "eu")],
+    )
+    run = sync_pipeline(orders_config, "p")[0]
+    assert run.ok, (run.extract.error, run.load.error)
+    rows = {row["id"]: row for row in target_rows(orders_config, stack)}
+    assert rows[6]["region"] == "eu" and rows[6]["note"] == "n" * 300
+    assert rows[6]["amount"] == Decimal("12345678901234.5678")
+    assert rows[1]["region"] is None, "older rows get NULL in the new column"
+    assert any("added column region" in note for note in run.load.warnings)
+    assert any("widened column amount" in note for note in run.load.warnings)
+    if warehouse != "duckdb":  # DuckDB's VARCHAR has no length to widen
+        assert any("widened column note" in note for note in run.load.warnings)
+
+
+def test_full_sync_replaces_the_target_and_carries_deletes(
+    source_db: SourceDb, make_config: MakeConfig, warehouse: str, stack: Stack
+) -> None:
+    source_db.execute("CREATE TABLE codes (code CHAR(3) PRIMARY KEY, label VARCHAR(20))")
+    source_db.executemany(
+        "INSERT INTO codes VALUES (%s, %s)", [(f"c{i:02d}", f"l{i}") for i in range(10)]
+    )
+    config = make_config({"codes": {"cdc_strategy": "full_sync"}}, target=warehouse)
+    try:
+        assert sync_pipeline(config, "p", limit=4)[0].ok
+        source_db.execute("DELETE FROM codes WHERE code IN ('c01', 'c02')")
+        source_db.execute("UPDATE codes SET label = 'changed' WHERE code = 'c05'")
+        run = sync_pipeline(config, "p", limit=4)[0]
+        assert run.ok and run.load.write_mode == "replace"
+        rows = target_rows(config, stack, "codes")
+        assert [row["code"] for row in rows] == [f"c{i:02d}" for i in range(10) if i not in (1, 2)]
+        assert {row["code"]: row["label"] for row in rows}["c05"] == "changed"
+    finally:
+        drop_schema(config, stack)
+
+
+def test_strays_are_reported_not_loaded_and_missing_files_fail_loudly(
+    orders_config: Config, source_db: SourceDb, stack: Stack
+) -> None:
+    table = f"{source_db.name}.orders"
+    upsert(source_db, range(1, 11), BASE_TIME, "row")
+    assert sync_pipeline(orders_config, "p", load=False, limit=5)[0].ok
+    storage = open_storage(orders_config.storage)
+    entries = committed_files(storage, "p", table)
+    stray = f"p/{table}/dt=2025-03-01/someone_elses_export.parquet"
+    storage.put_bytes(stray, storage.get_bytes(entries[0]["key"])[0])
+    report = load_table(orders_config, "p", "orders")
+    assert report.ok and report.strays == [stray]
+    assert len(target_rows(orders_config, stack)) == 10, "the stray's rows were not loaded"
+    upsert(source_db, [11], BASE_TIME + timedelta(days=1), "new")
+    assert sync_pipeline(orders_config, "p", load=False)[0].ok
+    newest = committed_files(storage, "p", table)[-1]["key"]
+    storage.delete([newest])
+    failed = load_table(orders_config, "p", "orders")
+    assert failed.status == "failed"
+    assert "missing from storage" in failed.error and newest in failed.error
+
+
+def test_extracted_rows_with_no_file_to_load_is_a_failure_not_success(
+    orders_config: Config, source_db: SourceDb
+) -> None:
+    table = f"{source_db.name}.orders"
+    upsert(source_db, range(1, 6), BASE_TIME, "row")
+    assert sync_pipeline(orders_config, "p", load=False)[0].ok
+    storage = open_storage(orders_config.storage)
+    store = WatermarkStore(storage, "p", table, "wh")
+    watermark, etag = store.load()
+    watermark.pending_files = []
+    store.save(watermark, etag)
+    storage.delete(i.key for i in storage.list(naming.manifests_prefix("p", table)))
+    report = load_table(orders_config, "p", "orders")
+    assert report.status == "failed"
+    assert "records 5 extracted rows, the ledger holds 0 loaded" in report.error
+
+
+def test_cutoff_skips_older_files_with_the_reason(
+    orders_config: Config, source_db: SourceDb, stack: Stack
+) -> None:
+    table = f"{source_db.name}.orders"
+    upsert(source_db, range(1, 6), BASE_TIME, "row")
+    assert sync_pipeline(orders_config, "p", load=False)[0].ok
+    storage = open_storage(orders_config.storage)
+    store = WatermarkStore(storage, "p", table, "wh")
+    watermark, etag = store.load()
+    watermark.load_cutoff = datetime.now(UTC) + timedelta(minutes=1)
+    store.save(watermark, etag)
+    report = load_table(orders_config, "p", "orders")
+    assert report.status == "nothing_to_do"
+    assert [decision.include for decision in report.decisions] == [False]
+    assert "before the cutoff" in report.decisions[0].reason
