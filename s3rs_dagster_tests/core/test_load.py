@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -72,7 +71,7 @@ def target_rows(config: Config, stack: Stack, table: str = "orders") -> list[dic
     connection = connect_target(config, stack)
     try:
         if target.type == "duckdb":
-            return connection.execute(sql).to_arrow_table().to_pylist()
+            return connection.sql(sql).to_arrow_table().to_pylist()
         return list(connection.execute(sql).fetchall())
     finally:
         connection.close()
