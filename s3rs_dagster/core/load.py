@@ -442,7 +442,14 @@ class _Load:
             )
         if configured:
             return configured
-        return "merge" if watermark.primary_key else "append"
+        if watermark.primary_key:
+            return "merge"
+        if self.table_config.cdc_strategy != "id_only":
+            self.report.warnings.append(
+                f"{self.table} has no primary key, so rows are appended and an updated row "
+                "appears once per version; set primary_key to merge instead"
+            )
+        return "append"
 
 
 def _fields(schema: pa.Schema, entry: FileEntry) -> list[tuple[str, WarehouseType]]:
