@@ -34,6 +34,7 @@ def redshift_problems(sql: str) -> list[str]:
         "FROM STDIN",
         "::",
         "CREATE OR REPLACE TABLE",
+        "BYTEA",
     ):
         if word in upper:
             problems.append(f"uses {word}")
