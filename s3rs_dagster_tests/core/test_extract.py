@@ -182,7 +182,7 @@ def test_cli_limit_and_max_chunks_say_so(
     assert "extracted 30 rows in 3 file(s)" in result.output
     assert "stopped at --max-chunks" in result.output
     result = CliRunner().invoke(cli, [*args, "--json-output"], catch_exceptions=False)
-    report = json.loads(result.output)[0]
+    report = json.loads(result.output)[0]["extract"]
     assert (report["rows"], report["files"], report["ok"]) == (30, 3, True)
     assert report["watermark_after"]["total_rows"] == 60
 

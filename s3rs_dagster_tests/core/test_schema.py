@@ -302,6 +302,7 @@ def test_every_type_maps_as_documented(everything: SourceTable) -> None:
     assert schema.field("col_order").metadata == {
         b"mysql_name": b"Order",
         b"mysql_type": b"int(11)",
+        b"warehouse_type": b"INTEGER",
     }
     assert schema.field("id").nullable is False
     assert schema.field("vc").nullable is True
