@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext, suppress
+from contextlib import ExitStack, nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import pairwise
@@ -53,7 +53,14 @@ from s3rs_dagster.core.cursor import (
 )
 from s3rs_dagster.core.lease import Lease, LeaseHeld, LeaseLost
 from s3rs_dagster.core.manifests import write_manifest
-from s3rs_dagster.core.schema import SchemaError, TablePlan, plan_table, quote_mysql, reflect_table
+from s3rs_dagster.core.schema import (
+    SchemaError,
+    SourceTable,
+    TablePlan,
+    plan_table,
+    quote_mysql,
+    reflect_table,
+)
 from s3rs_dagster.core.state import (
     Cursor,
     FileEntry,
@@ -166,6 +173,7 @@ def extract_table(
             table=table_key,
             table_config=table_config,
             source=config.connections.sources[pipeline_config.source],
+            source_name=pipeline_config.source,
             target=pipeline_config.target,
             storage=storage or open_storage(config.storage),
             limit=limit or pipeline_config.processing.batch_size,
@@ -191,6 +199,7 @@ class _Run:
     table: str
     table_config: TableConfig
     source: SourceConfig
+    source_name: str
     target: str
     storage: Storage
     limit: int
@@ -231,13 +240,13 @@ class _Run:
             self.lease = held if isinstance(held, Lease) else None
             self.watermark, self.etag = self.store.load()
             self.report.watermark_before = _summary(self.watermark)
-            meta = stack.enter_context(self._source_engine(raw_text=False))
-            raw = stack.enter_context(self._source_engine(raw_text=True))
+            meta = stack.enter_context(open_source(self.source))
+            raw = stack.enter_context(open_source(self.source, raw_text=True))
             with meta.connect() as connection:
-                source_table = _reflect(connection, self.table, self.source)
+                source_table = _reflect(connection, self.table, self.source, self.source_name)
             self.plan = plan_table(source_table, previous_mapping=self.watermark.column_mapping)
             self.spec = resolve_cursor(source_table, self.table_config)
-            connection = _RawConnection(raw, self.source)
+            connection = _RawConnection(raw, self.source, self.source_name)
             stack.callback(connection.close)
             if dry_run:
                 self._dry_run(connection)
@@ -249,11 +258,6 @@ class _Run:
                 self._finish(error=str(exc) or type(exc).__name__)
                 raise
             self._finish(error=None)
-
-    @contextmanager
-    def _source_engine(self, *, raw_text: bool) -> Iterator[Engine]:
-        with open_source(self.source, raw_text=raw_text) as engine:
-            yield engine
 
     def _start(self, connection: _RawConnection) -> None:
         state = self.watermark.mysql_state
@@ -632,9 +636,10 @@ class _ConnectionLost(Exception):
 class _RawConnection:
     """A DBAPI connection without result decoders, in autocommit, with a UTC session."""
 
-    def __init__(self, engine: Engine, source: SourceConfig) -> None:
+    def __init__(self, engine: Engine, source: SourceConfig, name: str) -> None:
         self.engine = engine
         self.source = source
+        self.name = name
         self._connection: Any = None
         self._open()
 
@@ -649,7 +654,7 @@ class _RawConnection:
                 cursor.execute("SET SESSION time_zone = '+00:00'")
                 cursor.execute("SET SESSION autocommit = 1")
         except DBAPIError as exc:
-            raise explain_source_error(exc, self.source, "source") from None
+            raise explain_source_error(exc, self.source, self.name) from None
 
     def reconnect(self) -> None:
         """Drop the connection and open a new one (through a revived tunnel if need be)."""
@@ -781,12 +786,14 @@ def _partition_labels(column: pa.Array, granularity: str, spec: CursorSpec) -> p
     return pc.fill_null(labels, naming.NO_PARTITION)
 
 
-def _reflect(connection: sa.Connection, table: str, source: SourceConfig) -> Any:
+def _reflect(
+    connection: sa.Connection, table: str, source: SourceConfig, source_name: str
+) -> SourceTable:
     schema, _, name = table.partition(".")
     try:
         return reflect_table(connection, schema, name)
     except DBAPIError as exc:
-        raise explain_source_error(exc, source, "source") from None
+        raise explain_source_error(exc, source, source_name) from None
 
 
 def _summary(watermark: Watermark) -> dict[str, Any]:
