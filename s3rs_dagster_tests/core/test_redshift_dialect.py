@@ -32,7 +32,6 @@ def redshift_problems(sql: str) -> list[str]:
         "RETURNING",
         "TRUNCATE",
         "FROM STDIN",
-        "::",
         "CREATE OR REPLACE TABLE",
         "BYTEA",
     ):

@@ -118,13 +118,13 @@ class RedshiftSession(Session):
                 f"COPY {quote(staging)} FROM '{storage.uri(manifest_key)}' "
                 f"{self.warehouse.copy_authorization(self._secrets)} FORMAT AS PARQUET MANIFEST"
             )
-            with self._cursor() as cursor:
-                try:
-                    cursor.execute(sql)
-                except redshift_connector.Error as exc:
-                    self.rollback()
-                    raise LoadError(self._diagnose(files, exc)) from None
-                return int(cursor.rowcount)
+            try:
+                self.execute(sql)
+            except WarehouseError as exc:
+                self.rollback()
+                raise LoadError(self._diagnose(files, exc)) from None
+            # redshift-connector reports no row count for COPY (Redshift says it is 8.0.2).
+            return int(self.query(f"SELECT COUNT(*) FROM {quote(staging)}")[0][0])
         finally:
             with suppress(StorageError):
                 storage.delete([manifest_key])
