@@ -332,3 +332,35 @@ def test_cutoff_skips_older_files_with_the_reason(
     assert report.status == "nothing_to_do"
     assert [decision.include for decision in report.decisions] == [False]
     assert "before the cutoff" in report.decisions[0].reason
+
+
+@pytest.mark.parametrize("warehouse", ["redshift"], indirect=True)
+def test_rejected_value_is_diagnosed_with_file_column_value_and_reason(
+    source_db: SourceDb, make_config: MakeConfig, warehouse: str, stack: Stack
+) -> None:
+    source_db.execute(
+        "CREATE TABLE docs (id INT PRIMARY KEY, updated_at DATETIME NOT NULL, body LONGTEXT)"
+    )
+    source_db.executemany(
+        "INSERT INTO docs VALUES (%s, %s, %s)",
+        [(1, BASE_TIME, "fine"), (2, BASE_TIME, "é" * 40_000)],  # 80,000 bytes > VARCHAR(65535)
+    )
+    config = make_config({"docs": HYBRID}, target=warehouse)
+    try:
+        run = sync_pipeline(config, "p")[0]
+        assert run.extract.ok and not run.load.ok
+        message = run.load.error
+        file_uri = committed_files(open_storage(config.storage), "p", f"{source_db.name}.docs")[0][
+            "uri"
+        ]
+        assert f"Redshift rejected {file_uri} at row 2, column body" in message
+        assert "String length exceeds DDL length" in message
+        assert "value 'éééé" in message
+        assert redshift_state_total(config, f"{source_db.name}.docs") == 0
+        watermark, _ = WatermarkStore(
+            open_storage(config.storage), "p", f"{source_db.name}.docs", "wh"
+        ).load()
+        assert watermark.redshift_state.status == "failed"
+        assert "Redshift rejected" in watermark.redshift_state.last_error
+    finally:
+        drop_schema(config, stack)
