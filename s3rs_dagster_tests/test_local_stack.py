@@ -158,7 +158,7 @@ def test_up_on_a_running_stack_is_a_no_op(stack: Stack) -> None:
     before = {p.name: p.read_text() for p in (stack_dir / "pids").glob("*.pid")}
     result = run_stack("up", str(stack_dir))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("already running") == 4
+    assert result.stdout.count("already running") == 5
     after = {p.name: p.read_text() for p in (stack_dir / "pids").glob("*.pid")}
     assert after == before
     assert read_stack_env(stack_dir / "stack.env")["MYSQL_PASSWORD"] == stack["MYSQL_PASSWORD"]
