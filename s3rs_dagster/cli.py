@@ -143,6 +143,11 @@ def config_validate(obj: Context) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Write nothing; say what would be extracted.")
 @click.option("--json-output", is_flag=True, help="Print the run's report as JSON.")
+@click.option(
+    "--adopt-strays",
+    is_flag=True,
+    help="Load Parquet files s3rs wrote that no manifest lists (e.g. restored by hand).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show every file decision.")
 @click.pass_obj
 @user_errors
@@ -156,6 +161,7 @@ def sync(
     max_chunks: int | None,
     dry_run: bool,
     json_output: bool,
+    adopt_strays: bool,
     verbose: bool,
 ) -> None:
     """Back up tables from MySQL to S3 as Parquet, then load them into the warehouse.
@@ -188,6 +194,7 @@ def sync(
         limit=limit,
         max_chunks=max_chunks,
         dry_run=dry_run,
+        adopt_strays=adopt_strays,
         progress=reporter,
     )
     if json_output:
@@ -306,7 +313,7 @@ def _print_load(report: LoadReport, *, verbose: bool) -> None:
             verb = "load" if decision.include else "skip"
             click.echo(f"  {verb} {decision.key} ({decision.rows:,} rows): {decision.reason}")
     for key in report.strays[:20]:
-        click.echo(f"  stray (in no manifest, not loaded): {key}")
+        click.echo(f"  stray (in no manifest, not loaded; see --adopt-strays): {key}")
     for warning in report.warnings:
         click.secho(f"  note: {warning}", fg="yellow")
 

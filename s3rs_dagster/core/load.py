@@ -43,8 +43,8 @@ from s3rs_dagster.config import Config, TableConfig
 from s3rs_dagster.core import naming
 from s3rs_dagster.core.ddl import AddColumn, SchemaChangeError, plan_changes, wider
 from s3rs_dagster.core.lease import Lease, LeaseHeld, LeaseLost
-from s3rs_dagster.core.manifests import committed_files
-from s3rs_dagster.core.schema import sanitize_column_names, warehouse_type
+from s3rs_dagster.core.manifests import committed_files, write_manifest
+from s3rs_dagster.core.schema import sanitize_column_names, schema_fingerprint, warehouse_type
 from s3rs_dagster.core.state import (
     FileEntry,
     StateConflict,
@@ -111,15 +111,21 @@ def load_table(
     table: str,
     *,
     dry_run: bool = False,
+    adopt_strays: bool = False,
     storage: Storage | None = None,
 ) -> LoadReport:
-    """Load one table's pending files; never raises for a user-fixable failure."""
+    """Load one table's pending files; never raises for a user-fixable failure.
+
+    With adopt_strays, Parquet files under the table's prefix that no manifest lists are first
+    added to a manifest of their own, when s3rs wrote them (their fields carry warehouse types).
+    """
     table_key, table_config = config.table(pipeline, table)
     pipeline_config = config.pipeline(pipeline)
     report = LoadReport(pipeline=pipeline, table=table_key, target=pipeline_config.target)
     started = time.monotonic()
     try:
-        _Load(config, pipeline, table_key, table_config, storage, report).run(dry_run)
+        load = _Load(config, pipeline, table_key, table_config, storage, report)
+        load.run(dry_run, adopt_strays=adopt_strays and not dry_run)
     except EXPECTED_ERRORS as exc:
         report.status = "failed"
         report.error = str(exc)
@@ -150,7 +156,7 @@ class _Load:
         )
         self.store = WatermarkStore(self.storage, pipeline, table, target_name)
 
-    def run(self, dry_run: bool) -> None:
+    def run(self, dry_run: bool, *, adopt_strays: bool = False) -> None:
         lease = (
             nullcontext()
             if dry_run
@@ -170,6 +176,8 @@ class _Load:
                 info.key: info
                 for info in self.storage.list(naming.table_prefix(self.pipeline, self.table))
             }
+            if adopt_strays:
+                candidates += self._adopt(candidates, listing)
             with self.warehouse.connect() as session:
                 loaded = self._ledger(session, create=not dry_run)
                 chosen = self._choose(watermark, candidates, listing, loaded)
@@ -264,6 +272,46 @@ class _Load:
                 "manifests before resetting"
             )
         return chosen
+
+    def _adopt(
+        self, candidates: list[FileEntry], listing: dict[str, ObjectInfo]
+    ) -> list[FileEntry]:
+        """List the strays s3rs wrote in a manifest of their own, so they load like the rest."""
+        listed = {entry.key for entry in candidates}
+        strays = [key for key in sorted(listing) if key.endswith(".parquet") and key not in listed]
+        if not strays:
+            return []
+        filesystem, base = self.storage.filesystem()
+        run_id = f"adopted{naming.new_run_id()[:5]}"
+        adopted = []
+        for key in strays:
+            with filesystem.open_input_file(f"{base}/{key}") as handle:
+                metadata = pq.read_metadata(handle)
+            schema = metadata.schema.to_arrow_schema()
+            if not all(warehouse_type(field_) for field_ in schema):
+                raise LoadError(
+                    f"{self.storage.uri(key)} was not written by s3rs (its fields carry no "
+                    "warehouse types), so it cannot be adopted; move it out of the table's prefix"
+                )
+            partition = next(
+                (part[3:] for part in key.split("/") if part.startswith("dt=")),
+                naming.NO_PARTITION,
+            )
+            adopted.append(
+                FileEntry(
+                    key=key,
+                    uri=self.storage.uri(key),
+                    rows=metadata.num_rows,
+                    bytes=listing[key].size,
+                    schema_fingerprint=schema_fingerprint(schema),
+                    partition=partition,
+                    run_id=run_id,
+                    created_at=listing[key].last_modified,
+                )
+            )
+        write_manifest(self.storage, self.pipeline, self.table, run_id, 1, adopted)
+        self.report.warnings.append(f"adopted {len(adopted)} stray file(s) into a manifest")
+        return adopted
 
     def _decide(self, entry: FileEntry, include: bool, reason: str) -> None:
         self.report.decisions.append(FileDecision(entry.key, entry.rows, include, reason))

@@ -35,6 +35,7 @@ def sync_pipeline(
     limit: int | None = None,
     max_chunks: int | None = None,
     dry_run: bool = False,
+    adopt_strays: bool = False,
     storage: Storage | None = None,
     progress: ProgressCallback | None = None,
 ) -> list[TableRun]:
@@ -61,7 +62,14 @@ def sync_pipeline(
                 progress=progress,
             )
         if load:
-            run.load = load_table(config, pipeline, table, dry_run=dry_run, storage=storage)
+            run.load = load_table(
+                config,
+                pipeline,
+                table,
+                dry_run=dry_run,
+                adopt_strays=adopt_strays,
+                storage=storage,
+            )
         return run
 
     processing = pipeline_config.processing

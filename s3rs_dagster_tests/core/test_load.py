@@ -364,3 +364,33 @@ def test_rejected_value_is_diagnosed_with_file_column_value_and_reason(
         assert "Redshift rejected" in watermark.redshift_state.last_error
     finally:
         drop_schema(config, stack)
+
+
+@pytest.mark.parametrize("warehouse", ["duckdb"], indirect=True)
+def test_strays_load_only_when_adopted_and_only_if_s3rs_wrote_them(
+    orders_config: Config, source_db: SourceDb, stack: Stack
+) -> None:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = f"{source_db.name}.orders"
+    upsert(source_db, range(1, 11), BASE_TIME, "row")
+    assert sync_pipeline(orders_config, "p", load=False, limit=5)[0].ok
+    storage = open_storage(orders_config.storage)
+    restored = f"p/{table}/dt=2025-03-01/restored_by_hand.parquet"
+    storage.put_bytes(
+        restored, storage.get_bytes(committed_files(storage, "p", table)[0]["key"])[0]
+    )
+    adopted = load_table(orders_config, "p", "orders", adopt_strays=True)
+    assert adopted.ok and adopted.files == 3 and adopted.strays == []
+    assert "adopted 1 stray file(s) into a manifest" in adopted.warnings
+    assert_target_equals_source(orders_config, stack, source_db)
+    foreign = f"p/{table}/dt=2025-03-01/other_tool.parquet"
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"id": [99]}), buffer)
+    storage.put_bytes(foreign, buffer.getvalue())
+    refused = load_table(orders_config, "p", "orders", adopt_strays=True)
+    assert refused.status == "failed" and "was not written by s3rs" in refused.error
+    assert_target_equals_source(orders_config, stack, source_db)
