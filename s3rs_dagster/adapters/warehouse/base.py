@@ -69,7 +69,6 @@ class Session(ABC):
     def columns(self, schema: str, table: str) -> dict[str, WarehouseType] | None:
         """The table's columns in the shared vocabulary, or None when the table is absent."""
 
-    @abstractmethod
     def stage(
         self,
         staging: str,
@@ -78,6 +77,20 @@ class Session(ABC):
         storage: Storage,
     ) -> int:
         """Create the temporary table `staging` and fill it from the files; return its rows."""
+        columns = ", ".join(f"{quote(name)} {self.type_sql(kind)}" for name, kind in fields)
+        self.execute(f"DROP TABLE IF EXISTS {quote(staging)}")
+        self.execute(f"CREATE TEMP TABLE {quote(staging)} ({columns})")
+        return self.fill(staging, fields, files, storage)
+
+    @abstractmethod
+    def fill(
+        self,
+        staging: str,
+        fields: Sequence[tuple[str, WarehouseType]],
+        files: Sequence[StagedFile],
+        storage: Storage,
+    ) -> int:
+        """Fill the empty staging table from the files (this backend's way); return its rows."""
 
     def ddl(self, sql: str) -> None:
         """Run a schema change and make it durable (Redshift runs some only outside a
@@ -97,16 +110,13 @@ class Warehouse(ABC):
 
     kind: str
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, schema: str) -> None:
         self.name = name
+        self.schema = schema
 
     @abstractmethod
     def connect(self) -> AbstractContextManager[Session]:
         """A session; closed (and rolled back if a transaction is open) on exit."""
-
-    @property
-    @abstractmethod
-    def schema(self) -> str: ...
 
     @property
     @abstractmethod

@@ -87,15 +87,13 @@ class DuckdbSession(Session):
             return None
         return {name: WarehouseType.parse(_READ_BACK.get(kind, kind)) for name, kind in rows}
 
-    def stage(
+    def fill(
         self,
         staging: str,
         fields: Sequence[tuple[str, WarehouseType]],
         files: Sequence[StagedFile],
         storage: Storage,
     ) -> int:
-        columns = ", ".join(f"{quote(name)} {self.type_sql(kind)}" for name, kind in fields)
-        self.execute(f"CREATE OR REPLACE TEMP TABLE {quote(staging)} ({columns})")
         filesystem, base = storage.filesystem()
         rows = 0
         for file in files:
@@ -122,12 +120,8 @@ class DuckdbWarehouse(Warehouse):
     kind = "duckdb"
 
     def __init__(self, name: str, config: DuckdbTargetConfig) -> None:
-        super().__init__(name)
+        super().__init__(name, config.schema_)
         self.config = config
-
-    @property
-    def schema(self) -> str:
-        return self.config.schema_
 
     @property
     def description(self) -> str:

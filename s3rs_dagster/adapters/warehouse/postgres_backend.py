@@ -124,16 +124,13 @@ class PostgresSession(Session):
     def columns(self, schema: str, table: str) -> dict[str, WarehouseType] | None:
         return columns_of(self, schema, table)
 
-    def stage(
+    def fill(
         self,
         staging: str,
         fields: Sequence[tuple[str, WarehouseType]],
         files: Sequence[StagedFile],
         storage: Storage,
     ) -> int:
-        columns = ", ".join(f"{quote(name)} {self.type_sql(kind)}" for name, kind in fields)
-        self.execute(f"DROP TABLE IF EXISTS {quote(staging)}")
-        self.execute(f"CREATE TEMP TABLE {quote(staging)} ({columns})")
         filesystem, base = storage.filesystem()
         names = ", ".join(quote(name) for name, _ in fields)
         rows = 0
@@ -171,12 +168,8 @@ class PostgresWarehouse(Warehouse):
     kind = "postgres"
 
     def __init__(self, name: str, config: PostgresTargetConfig) -> None:
-        super().__init__(name)
+        super().__init__(name, config.schema_)
         self.config = config
-
-    @property
-    def schema(self) -> str:
-        return self.config.schema_
 
     @property
     def description(self) -> str:

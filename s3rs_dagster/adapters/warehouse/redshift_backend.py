@@ -92,16 +92,13 @@ class RedshiftSession(Session):
     def columns(self, schema: str, table: str) -> dict[str, WarehouseType] | None:
         return columns_of(self, schema, table)
 
-    def stage(
+    def fill(
         self,
         staging: str,
         fields: Sequence[tuple[str, WarehouseType]],
         files: Sequence[StagedFile],
         storage: Storage,
     ) -> int:
-        columns = ", ".join(f"{quote(name)} {self.type_sql(kind)}" for name, kind in fields)
-        self.execute(f"DROP TABLE IF EXISTS {quote(staging)}")
-        self.execute(f"CREATE TEMP TABLE {quote(staging)} ({columns})")
         manifest_key = f"{LOAD_MANIFESTS}{uuid.uuid4().hex}.manifest"
         manifest = {
             "entries": [
@@ -187,13 +184,9 @@ class RedshiftWarehouse(Warehouse):
     kind = "redshift"
 
     def __init__(self, name: str, config: RedshiftTargetConfig, storage: StorageConfig) -> None:
-        super().__init__(name)
+        super().__init__(name, config.schema_)
         self.config = config
         self.storage_config = storage
-
-    @property
-    def schema(self) -> str:
-        return self.config.schema_
 
     @property
     def description(self) -> str:
