@@ -156,3 +156,49 @@ def timestamp_instant(text: str, spec: CursorSpec, zone: tzinfo) -> datetime | N
         return datetime.combine(date.fromisoformat(text), datetime.min.time(), zone)
     naive = datetime.fromisoformat(text)
     return naive.replace(tzinfo=UTC if spec.timestamp_kind == "timestamp" else zone)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A partition's window of the timestamp cursor: [start, end), aware datetimes."""
+
+    key: str
+    start: datetime
+    end: datetime
+
+
+_PARTITION_FORMATS = {"daily": "%Y-%m-%d", "hourly": "%Y-%m-%d-%H:%M", "monthly": "%Y-%m"}
+
+
+def partition_window(key: str, granularity: str, spec: CursorSpec, zone: tzinfo) -> Window:
+    """The window of a partition key ('2025-03-01', '2025-03-01-13:00', '2025-03').
+
+    DATETIME and DATE columns hold wall-clock times of the source's zone, so their windows are
+    wall-clock days in that zone; TIMESTAMP and epoch columns are instants, windowed in UTC,
+    the same rule the extract stage uses for the `dt=` of every file.
+    """
+    if granularity not in _PARTITION_FORMATS:
+        raise CursorError(f"partitioning: {granularity} has no partitions")
+    try:
+        start = datetime.strptime(key, _PARTITION_FORMATS[granularity])
+    except ValueError:
+        raise CursorError(
+            f"partition key {key!r} does not match {granularity} partitions "
+            f"(like {datetime(2025, 3, 1).strftime(_PARTITION_FORMATS[granularity])})"
+        ) from None
+    if granularity == "daily":
+        end = start + timedelta(days=1)
+    elif granularity == "hourly":
+        end = start + timedelta(hours=1)
+    else:
+        end = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    local = UTC if spec.timestamp_kind in ("timestamp", "epoch") else zone
+    return Window(key, start.replace(tzinfo=local), end.replace(tzinfo=local))
+
+
+def cursor_order(spec: CursorSpec, timestamp: str | None, key: list[str]) -> tuple[object, ...]:
+    """A cursor as typed values, for comparing two cursors of the same table."""
+    texts = ([timestamp] if spec.timestamp else []) + key
+    return tuple(
+        parameter(column, str(text)) for column, text in zip(spec.order_columns, texts, strict=True)
+    )

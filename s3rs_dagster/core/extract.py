@@ -43,16 +43,19 @@ from s3rs_dagster.core import naming
 from s3rs_dagster.core.cursor import (
     CursorError,
     CursorSpec,
+    Window,
     after,
+    cursor_order,
     cursor_text,
     parameter,
+    partition_window,
     resolve_cursor,
     timestamp_instant,
     timestamp_text,
     zone_of,
 )
 from s3rs_dagster.core.lease import Lease, LeaseHeld, LeaseLost
-from s3rs_dagster.core.manifests import write_manifest
+from s3rs_dagster.core.manifests import committed_files, write_manifest
 from s3rs_dagster.core.schema import (
     SchemaError,
     SourceTable,
@@ -158,10 +161,17 @@ def extract_table(
     limit: int | None = None,
     max_chunks: int | None = None,
     dry_run: bool = False,
+    partition: str | None = None,
+    refresh: bool = False,
     storage: Storage | None = None,
     progress: ProgressCallback | None = None,
 ) -> ExtractReport:
-    """Extract one table; never raises for a user-fixable failure (see report.status/error)."""
+    """Extract one table; never raises for a user-fixable failure (see report.status/error).
+
+    With `partition` (a key like '2025-03-01'), only that window of the timestamp cursor is
+    extracted: after the highest cursor committed for the window, or, with `refresh`, the whole
+    window anew. The table-wide cursor does not move; the files are committed like any other.
+    """
     table_key, table_config = config.table(pipeline, table)
     pipeline_config = config.pipeline(pipeline)
     report = ExtractReport(pipeline=pipeline, table=table_key, run_id=naming.new_run_id())
@@ -181,6 +191,8 @@ def extract_table(
             report=report,
             progress=progress,
             started_monotonic=started,
+            partition=partition,
+            refresh=refresh,
         )
         run.execute(dry_run=dry_run)
         report.status = "dry_run" if dry_run else "success"
@@ -207,6 +219,8 @@ class _Run:
     report: ExtractReport
     progress: ProgressCallback | None
     started_monotonic: float
+    partition: str | None = None
+    refresh: bool = False
     started_at: datetime = field(default_factory=utc_now)
     store: WatermarkStore = field(init=False)
     watermark: Watermark = field(init=False)
@@ -218,6 +232,9 @@ class _Run:
     chunks_done: int = field(init=False, default=0)
     file_seq: int = field(init=False, default=0)
     upper: str | None = field(init=False, default=None)
+    upper_at: datetime | None = field(init=False, default=None)
+    window: Window | None = field(init=False, default=None)
+    window_cursor: Cursor | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.store = WatermarkStore(self.storage, self.pipeline, self.table, self.target)
@@ -246,6 +263,8 @@ class _Run:
                 source_table = _reflect(connection, self.table, self.source, self.source_name)
             self.plan = plan_table(source_table, previous_mapping=self.watermark.column_mapping)
             self.spec = resolve_cursor(source_table, self.table_config)
+            if self.partition is not None:
+                self._open_window()
             connection = _RawConnection(raw, self.source, self.source_name)
             stack.callback(connection.close)
             if dry_run:
@@ -302,9 +321,31 @@ class _Run:
 
     # ------------------------------------------------------------------ lanes
 
+    def _open_window(self) -> None:
+        granularity = self.table_config.partitioning or "none"
+        if self.spec.timestamp is None or granularity == "none":
+            raise CursorError(
+                f"{self.table} is not time-partitioned (cdc_strategy: {self.spec.strategy}, "
+                f"partitioning: {granularity}); extract it without a partition"
+            )
+        self.window = partition_window(str(self.partition), granularity, self.spec, self.zone)
+        if self.refresh:
+            return
+        committed = [
+            entry
+            for entry in committed_files(self.storage, self.pipeline, self.table, self.watermark)
+            if entry.partition == self.partition and entry.cursor_max and not entry.null_cursor
+        ]
+        if committed:
+            highest = max(
+                committed,
+                key=lambda e: cursor_order(self.spec, e.cursor_max.timestamp, e.cursor_max.key),
+            )
+            self.window_cursor = highest.cursor_max
+
     def _extract(self, connection: _RawConnection) -> None:
         self.upper = self._upper_bound(connection)
-        if not self._lane(connection, null_lane=False):
+        if not self._lane(connection, null_lane=False) or self.window is not None:
             return
         if self.spec.strategy == "full_sync":
             state = self.watermark.mysql_state
@@ -360,18 +401,23 @@ class _Run:
                 conditions.append(sql)
                 params += values
             return conditions, params
-        position = state.cursor
+        position = self.window_cursor if self.window is not None else state.cursor
+        lower = self._lower_bound()
+        upper = self.upper
+        if self.window is not None and self.upper_at is not None:
+            lower = timestamp_text(self.window.start, spec, self.zone)
+            upper = timestamp_text(min(self.window.end, self.upper_at), spec, self.zone)
         if position is not None:
             texts = ([position.timestamp] if spec.timestamp else []) + position.key
             sql, values = after(spec.order_columns, [str(text) for text in texts])
             conditions.append(sql)
             params += values
-        elif ts is not None and self._lower_bound() is not None:
+        elif ts is not None and lower is not None:
             conditions.append(f"{ts} >= %s")
-            params.append(self._lower_bound())
+            params.append(lower)
         if ts is not None:
             conditions.append(f"{ts} < %s")
-            params.append(self.upper)
+            params.append(upper)
         elif spec.strategy == "id_only" and self.upper is not None:
             conditions.append(f"{quote_mysql(spec.keys[0].name)} <= %s")
             params.append(parameter(spec.keys[0], self.upper))
@@ -448,8 +494,8 @@ class _Run:
         if self.spec.timestamp is not None:
             now_text = connection.scalar("SELECT UTC_TIMESTAMP(6)", [])
             now = datetime.fromisoformat(str(now_text)).replace(tzinfo=UTC)
-            bound = now - timedelta(seconds=self.table_config.cdc_lag_seconds)
-            return timestamp_text(bound, self.spec, self.zone)
+            self.upper_at = now - timedelta(seconds=self.table_config.cdc_lag_seconds)
+            return timestamp_text(self.upper_at, self.spec, self.zone)
         if self.spec.strategy == "id_only":
             key = quote_mysql(self.spec.keys[0].name)
             value = connection.scalar(f"SELECT MAX({key}) FROM {self._table_sql()}", [])
@@ -537,8 +583,11 @@ class _Run:
             cursor_max=self._cursor(last, null_lane),
             null_cursor=null_lane,
             snapshot_id=state.snapshot_run_id,
+            refresh=self.refresh,
         )
-        if last is not None:
+        if last is not None and self.window is not None:
+            self.window_cursor = entry.cursor_max
+        elif last is not None:
             if null_lane:
                 state.null_cursor_key = [
                     cursor_text(c, v) for c, v in zip(self.spec.keys, last, strict=True)

@@ -41,6 +41,7 @@ from s3rs_dagster.adapters.warehouse import (
 from s3rs_dagster.adapters.warehouse.base import batched, qualified
 from s3rs_dagster.config import Config, TableConfig
 from s3rs_dagster.core import naming
+from s3rs_dagster.core.cursor import EPOCH_FACTORS, CursorError, CursorSpec, partition_window
 from s3rs_dagster.core.ddl import AddColumn, SchemaChangeError, plan_changes, wider
 from s3rs_dagster.core.lease import Lease, LeaseHeld, LeaseLost
 from s3rs_dagster.core.manifests import committed_files, write_manifest
@@ -58,6 +59,7 @@ LEDGER_TABLE = "s3rs_loaded_files"
 logger = logging.getLogger(__name__)
 
 EXPECTED_ERRORS = (
+    CursorError,
     LeaseHeld,
     LeaseLost,
     LoadError,
@@ -112,19 +114,24 @@ def load_table(
     *,
     dry_run: bool = False,
     adopt_strays: bool = False,
+    refresh_run: str | None = None,
     storage: Storage | None = None,
 ) -> LoadReport:
     """Load one table's pending files; never raises for a user-fixable failure.
 
     With adopt_strays, Parquet files under the table's prefix that no manifest lists are first
     added to a manifest of their own, when s3rs wrote them (their fields carry warehouse types).
+
+    With refresh_run (the run id of a partition refresh), the target's rows in that partition's
+    window are replaced by that run's files, in the one transaction; the window's other files
+    not loaded yet are recorded as superseded, so they can never bring deleted rows back.
     """
     table_key, table_config = config.table(pipeline, table)
     pipeline_config = config.pipeline(pipeline)
     report = LoadReport(pipeline=pipeline, table=table_key, target=pipeline_config.target)
     started = time.monotonic()
     try:
-        load = _Load(config, pipeline, table_key, table_config, storage, report)
+        load = _Load(config, pipeline, table_key, table_config, storage, report, refresh_run)
         load.run(dry_run, adopt_strays=adopt_strays and not dry_run)
     except EXPECTED_ERRORS as exc:
         report.status = "failed"
@@ -143,8 +150,11 @@ class _Load:
         table_config: TableConfig,
         storage: Storage | None,
         report: LoadReport,
+        refresh_run: str | None = None,
     ) -> None:
         self.config = config
+        self.refresh_run = refresh_run
+        self.superseded: list[FileEntry] = []
         self.pipeline = pipeline
         self.table = table
         self.table_config = table_config
@@ -220,9 +230,20 @@ class _Load:
         snapshot = watermark.mysql_state.last_complete_snapshot
         chosen: list[FileEntry] = []
         skipped_by_cutoff = 0
+        refresh = [entry for entry in candidates if entry.run_id == self.refresh_run]
+        refreshed = {entry.partition for entry in refresh}
+        if self.refresh_run is not None and not refresh:
+            raise LoadError(f"no committed file belongs to the refresh run {self.refresh_run}")
         for entry in candidates:
             if entry.key in loaded:
                 self._decide(entry, False, "already loaded (in the ledger)")
+                continue
+            if self.refresh_run is not None and entry.run_id != self.refresh_run:
+                if entry.partition in refreshed:
+                    self.superseded.append(entry)
+                    self._decide(entry, False, "superseded by the refresh of its window")
+                else:
+                    self._decide(entry, False, "not part of this refresh")
                 continue
             if strategy == "full_sync" and entry.snapshot_id != snapshot:
                 reason = (
@@ -336,7 +357,11 @@ class _Load:
                     f"{expected:,}; nothing was loaded"
                 )
             names = [name for name, _ in fields]
-            if mode == "replace":
+            if mode == "replace_window":
+                if index == 0:
+                    self._delete_window(session, watermark, group[0].partition)
+                statements = append_sql(target, staging, names)
+            elif mode == "replace":
                 statements = replace_sql(target, staging, names, first=index == 0)
             elif mode == "append":
                 statements = append_sql(target, staging, names)
@@ -349,8 +374,36 @@ class _Load:
             session.execute(f"DROP TABLE {quote(staging)}")
             self.report.rows += rows
             self.report.files += len(group)
-        self._insert_ledger(session, files)
+        self._insert_ledger(session, [*files, *self.superseded])
         session.commit()
+
+    def _delete_window(self, session: Session, watermark: Watermark, partition: str) -> None:
+        """Delete the target's rows in the refreshed partition's window (typed bounds)."""
+        column = watermark.cursor_column
+        existing = session.columns(self.warehouse.schema, self.report.target_table) or {}
+        kind = existing.get(str(column))
+        if column is None or kind is None:
+            raise LoadError(f"cannot refresh a window of {self.table}: it has no timestamp cursor")
+        unit = self.table_config.cdc_timestamp_unit
+        if kind.name in ("SMALLINT", "INTEGER", "BIGINT", "DECIMAL"):
+            spec = CursorSpec("hybrid", None, "epoch", (), EPOCH_FACTORS[unit])
+        else:
+            spec = CursorSpec(
+                "hybrid", None, "timestamp" if kind.name == "TIMESTAMPTZ" else "datetime", ()
+            )
+        granularity = self.table_config.partitioning or "none"
+        window = partition_window(partition, granularity, spec, UTC)
+        bounds: tuple[Any, Any]
+        if spec.timestamp_kind == "epoch":
+            bounds = tuple(
+                int(moment.timestamp() * spec.epoch_factor) for moment in (window.start, window.end)
+            )
+        elif spec.timestamp_kind == "timestamp":
+            bounds = (window.start, window.end)
+        else:
+            bounds = (window.start.replace(tzinfo=None), window.end.replace(tzinfo=None))
+        c, p = quote(column), session.placeholder
+        session.execute(f"DELETE FROM {self._target()} WHERE {c} >= {p} AND {c} < {p}", bounds)
 
     def _groups(
         self, files: list[FileEntry]
@@ -480,6 +533,8 @@ class _Load:
         return sanitize_column_names([name])[name]
 
     def _write_mode(self, watermark: Watermark) -> str:
+        if self.refresh_run is not None:
+            return "replace_window"
         configured = self.table_config.write_mode
         if self.table_config.cdc_strategy == "full_sync":
             return "replace"

@@ -79,6 +79,9 @@ class FileEntry(_Doc):
     snapshot_id: str | None = Field(
         default=None, description="full_sync: the snapshot this file belongs to."
     )
+    refresh: bool = Field(
+        default=False, description="Written by a refresh of its partition's whole window."
+    )
 
 
 class MysqlState(_Doc):

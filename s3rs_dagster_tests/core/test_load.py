@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from s3rs_dagster.adapters.storage import open_storage
 from s3rs_dagster.config import Config
 from s3rs_dagster.core import naming
+from s3rs_dagster.core.extract import extract_table
 from s3rs_dagster.core.load import load_table
 from s3rs_dagster.core.state import WatermarkStore
 from s3rs_dagster.core.sync import sync_pipeline
@@ -394,3 +395,39 @@ def test_strays_load_only_when_adopted_and_only_if_s3rs_wrote_them(
     refused = load_table(orders_config, "p", "orders", adopt_strays=True)
     assert refused.status == "failed" and "was not written by s3rs" in refused.error
     assert_target_equals_source(orders_config, stack, source_db)
+
+
+def test_partition_windows_extract_incrementally_and_a_refresh_carries_deletes(
+    orders_config: Config, source_db: SourceDb, stack: Stack
+) -> None:
+    table = f"{source_db.name}.orders"
+    day = datetime(2025, 3, 1)
+    for offset in range(3):
+        upsert(
+            source_db,
+            range(offset * 10 + 1, offset * 10 + 5),
+            day + timedelta(days=offset, hours=1),
+            "row",
+        )
+    first = extract_table(orders_config, "p", "orders", partition="2025-03-02", limit=3)
+    assert first.ok and first.rows == 4, first.error
+    storage = open_storage(orders_config.storage)
+    assert {entry["partition"] for entry in committed_files(storage, "p", table)} == {"2025-03-02"}
+    upsert(source_db, [15], day + timedelta(days=1, hours=5), "late")
+    again = extract_table(orders_config, "p", "orders", partition="2025-03-02")
+    assert again.rows == 1, "only what is new in the window since its last commit"
+    for key in ("2025-03-01", "2025-03-03"):
+        assert extract_table(orders_config, "p", "orders", partition=key).rows == 4
+    assert load_table(orders_config, "p", "orders").ok
+    assert_target_equals_source(orders_config, stack, source_db)
+    source_db.execute("DELETE FROM orders WHERE id = 12")
+    source_db.execute("UPDATE orders SET note = 'fixed in place' WHERE id = 13")
+    refresh = extract_table(orders_config, "p", "orders", partition="2025-03-02", refresh=True)
+    assert refresh.ok and refresh.rows == 4
+    loaded = load_table(orders_config, "p", "orders", refresh_run=refresh.run_id)
+    assert loaded.ok, loaded.error
+    assert loaded.write_mode == "replace_window" and loaded.rows == 4
+    assert_target_equals_source(orders_config, stack, source_db)
+    assert load_table(orders_config, "p", "orders").status == "nothing_to_do"
+    wrong = extract_table(orders_config, "p", "orders", partition="2025-13-01")
+    assert wrong.status == "failed" and "does not match daily partitions" in wrong.error
