@@ -188,7 +188,7 @@ class _Load:
             }
             if adopt_strays:
                 candidates += self._adopt(candidates, listing)
-            with self.warehouse.connect() as session:
+            with self.warehouse.connect(read_only=dry_run) as session:
                 loaded = self._ledger(session, create=not dry_run)
                 chosen = self._choose(watermark, candidates, listing, loaded)
                 if dry_run:
@@ -451,6 +451,7 @@ class _Load:
         if session.columns(self.warehouse.schema, LEDGER_TABLE) is None:
             if not create:
                 return {}
+            session.ensure_schema(self.warehouse.schema)
             session.ddl(
                 f"CREATE TABLE IF NOT EXISTS {ledger} (pipeline VARCHAR(256), "
                 "source_table VARCHAR(1024), target_table VARCHAR(1024), "

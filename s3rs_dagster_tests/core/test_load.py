@@ -431,3 +431,24 @@ def test_partition_windows_extract_incrementally_and_a_refresh_carries_deletes(
     assert load_table(orders_config, "p", "orders").status == "nothing_to_do"
     wrong = extract_table(orders_config, "p", "orders", partition="2025-13-01")
     assert wrong.status == "failed" and "does not match daily partitions" in wrong.error
+
+
+def test_dry_run_of_a_whole_sync_writes_nothing_anywhere(
+    orders_config: Config, source_db: SourceDb, stack: Stack, warehouse: str
+) -> None:
+    upsert(source_db, range(1, 8), BASE_TIME, "row")
+    runs = sync_pipeline(orders_config, "p", limit=3, dry_run=True)
+    assert runs[0].ok
+    assert runs[0].extract.dry_run.rows_to_extract == 7
+    assert runs[0].load.status == "dry_run"
+    assert list(open_storage(orders_config.storage).list()) == []
+    target = orders_config.connections.targets["wh"]
+    if warehouse == "duckdb":
+        assert not target.path.exists()
+    else:
+        with connect_target(orders_config, stack) as connection:
+            found = connection.execute(
+                "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s",
+                (target.schema_,),
+            ).fetchall()
+        assert found == [], "not even the schema was created"

@@ -98,6 +98,9 @@ class Session(ABC):
         self.execute(sql)
         self.commit()
 
+    def ensure_schema(self, schema: str) -> None:
+        self.ddl(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+
     def widen(self, schema: str, table: str, column: str, new: WarehouseType) -> None:
         self.ddl(
             f"ALTER TABLE {qualified(schema, table)} ALTER COLUMN {quote(column)} "
@@ -115,8 +118,12 @@ class Warehouse(ABC):
         self.schema = schema
 
     @abstractmethod
-    def connect(self) -> AbstractContextManager[Session]:
-        """A session; closed (and rolled back if a transaction is open) on exit."""
+    def connect(self, *, read_only: bool = False) -> AbstractContextManager[Session]:
+        """A session; closed (and rolled back if a transaction is open) on exit.
+
+        read_only promises that nothing will be written (a dry run), so a backend need not
+        create anything to open it.
+        """
 
     @property
     @abstractmethod

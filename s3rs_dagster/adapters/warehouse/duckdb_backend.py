@@ -128,16 +128,19 @@ class DuckdbWarehouse(Warehouse):
         return f"duckdb target '{self.name}' ({self.config.path})"
 
     @contextmanager
-    def connect(self) -> Iterator[DuckdbSession]:
-        self.config.path.parent.mkdir(parents=True, exist_ok=True)
+    def connect(self, *, read_only: bool = False) -> Iterator[DuckdbSession]:
+        path = self.config.path
         try:
-            connection = duckdb.connect(str(self.config.path))
+            if read_only:
+                # A dry run must not create the database file; a missing one holds nothing.
+                connection = duckdb.connect(str(path) if path.exists() else ":memory:")
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                connection = duckdb.connect(str(path))
         except duckdb.Error as exc:
             raise WarehouseError(f"cannot open {self.description}: {exc}") from None
         session = DuckdbSession(connection)
         try:
-            if self.schema != "main":
-                session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
             yield session
         finally:
             session.rollback()

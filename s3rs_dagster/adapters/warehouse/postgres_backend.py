@@ -177,7 +177,7 @@ class PostgresWarehouse(Warehouse):
         return f"postgres target '{self.name}' ({c.username}@{c.host}:{c.port}/{c.database})"
 
     @contextmanager
-    def connect(self) -> Iterator[PostgresSession]:
+    def connect(self, *, read_only: bool = False) -> Iterator[PostgresSession]:
         c = self.config
         with ExitStack() as stack:
             host, port = c.host, c.port
@@ -200,8 +200,6 @@ class PostgresWarehouse(Warehouse):
                 ) from None
             stack.callback(connection.close)
             session = PostgresSession(connection, self.description)
-            session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
-            session.commit()
             try:
                 yield session
             finally:

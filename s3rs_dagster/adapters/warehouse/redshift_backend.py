@@ -218,7 +218,7 @@ class RedshiftWarehouse(Warehouse):
         return clause + (f" SESSION_TOKEN '{token}'" if token else "")
 
     @contextmanager
-    def connect(self) -> Iterator[RedshiftSession]:
+    def connect(self, *, read_only: bool = False) -> Iterator[RedshiftSession]:
         c = self.config
         if not self.storage_config.url.startswith("s3://"):
             raise WarehouseError(
@@ -245,8 +245,6 @@ class RedshiftWarehouse(Warehouse):
                 raise WarehouseError(f"cannot connect to {self.description}: {exc}") from None
             stack.callback(connection.close)
             session = RedshiftSession(connection, self)
-            session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
-            session.commit()
             try:
                 yield session
             finally:
