@@ -4,7 +4,8 @@ It loads pipelines.yaml through the same validated model as the CLI, so a broken
 the location fail to load with the CLI's message. Each configured table becomes an asset pair
 (its S3 Parquet batches and its warehouse table, `assets.py`) with a row-count check
 (`checks.py`) and, on S3 storage, a sensor that loads new files (`sensors.py`, stopped until
-switched on). Batch summaries pass between the pair through `io_manager.py`.
+switched on). Batch summaries pass between the pair through `io_manager.py`. The assets'
+pools and automation conditions are described in docs/dagster.md.
 """
 
 from dagster import Definitions

@@ -11,6 +11,11 @@ extract stage writes ('%Y-%m-%d', '%Y-%m-%d-%H:%M', '%Y-%m'). The partitions are
 include the current, still open window (`end_offset=1`): the extract stage stops at the
 database clock anyway, and a later run of the window picks up what arrived since.
 
+Extracts run in the concurrency pool `s3rs/source/<source>`, loads in `s3rs/warehouse/<target>`
+(limits are set on the instance, docs/dagster.md). Automation: daily and hourly s3_batches
+assets extract their latest window on `DEFAULT_EXTRACT_CRON`; every warehouse asset is
+`eager()`, loading a partition when its batches are updated.
+
 No `from __future__ import annotations` here: Dagster reads the asset functions' `config`
 annotation at definition time, and a string annotation is not resolved.
 """
@@ -33,6 +38,30 @@ from s3rs_dagster.defs.target import target_facts, target_table_name
 
 BATCHES = "s3_batches"
 WAREHOUSE = "redshift"
+DEFAULT_EXTRACT_CRON = "0 * * * *"
+"""When the automation of daily and hourly partitioned s3_batches assets extracts the current
+window (UTC). A fixed default for now; a per-table config key is future work."""
+
+
+def source_pool(source: str) -> str:
+    """The concurrency pool of every extract from one source (one database, one bastion)."""
+    return f"s3rs/source/{source}"
+
+
+def warehouse_pool(target: str) -> str:
+    """The concurrency pool of every load into one target warehouse."""
+    return f"s3rs/warehouse/{target}"
+
+
+def extract_automation(table_config: TableConfig) -> dg.AutomationCondition | None:
+    """`on_cron(DEFAULT_EXTRACT_CRON)` for daily and hourly partitioned tables, else None.
+
+    On a time-partitioned asset it requests the latest (current, still open) window once per
+    tick; the other tables are run by hand, by a schedule of their own or by `s3rs sync`.
+    """
+    if table_config.partitioning not in ("daily", "hourly") or partitions_for(table_config) is None:
+        return None
+    return dg.AutomationCondition.on_cron(DEFAULT_EXTRACT_CRON)
 
 
 class ExtractConfig(dg.Config):
@@ -108,6 +137,8 @@ def _table_assets(s3rs_config: Config, pipeline: str, table: str) -> TableAssets
         ),
         code_version=version,
         partitions_def=partitions_def,
+        pool=source_pool(pipeline_config.source),
+        automation_condition=extract_automation(table_config),
     )
     def s3_batches(
         context: dg.AssetExecutionContext, config: ExtractConfig
@@ -165,6 +196,10 @@ def _table_assets(s3rs_config: Config, pipeline: str, table: str) -> TableAssets
         code_version=version,
         partitions_def=partitions_def,
         ins={"batch": dg.AssetIn(key=batches_key)},
+        pool=warehouse_pool(pipeline_config.target),
+        # Loads a partition when its batches are materialised (in the latest time window
+        # only, as `eager()` does; backfills request their loads themselves).
+        automation_condition=dg.AutomationCondition.eager(),
     )
     def redshift(context: dg.AssetExecutionContext, batch: dict[str, Any]) -> dg.Output[None]:
         refresh_run = _refresh_run(context, s3rs_config, pipeline, table, batch)
