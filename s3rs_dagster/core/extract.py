@@ -345,7 +345,12 @@ class _Run:
 
     def _extract(self, connection: _RawConnection) -> None:
         self.upper = self._upper_bound(connection)
-        if not self._lane(connection, null_lane=False) or self.window is not None:
+        caught_up = self._lane(connection, null_lane=False)
+        if self.window is not None:
+            if caught_up and self.refresh and self.report.files == 0:
+                self._commit_empty_window()
+            return
+        if not caught_up:
             return
         if self.spec.strategy == "full_sync":
             state = self.watermark.mysql_state
@@ -362,6 +367,18 @@ class _Run:
             if self._chunk(connection, null_lane=null_lane):
                 return True
         return False
+
+    def _commit_empty_window(self) -> None:
+        """A refresh that finds its window empty still commits a file, with no rows: the load
+        replaces the window with it, so rows deleted from the source leave the target too."""
+        folder = Path(tempfile.mkdtemp(prefix="s3rs-extract-"))
+        try:
+            path = folder / "empty.parquet"
+            pq.ParquetWriter(path, self.plan.arrow_schema, compression="snappy").close()
+            assert self.window is not None
+            self.commit_file(path, self.window.key, 0, None, None, null_lane=False)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _chunk_allowed(self) -> bool:
         if self.max_chunks is not None and self.chunks_done >= self.max_chunks:

@@ -245,12 +245,6 @@ def _refresh_run(
     """
     if not batch["refresh"]:
         return None
-    if not batch["files"]:
-        context.log.warning(
-            "the refresh found no rows in its window, so there is no file to replace the "
-            "window with; rows the target holds in it are left as they are"
-        )
-        return None
     keys = {file["key"] for file in batch["files"]}
     plan = load_table(config, pipeline, table, dry_run=True, refresh_run=batch["run_id"])
     if plan.ok and not any(d.include and d.key in keys for d in plan.decisions):

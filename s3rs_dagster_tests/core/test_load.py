@@ -452,3 +452,18 @@ def test_dry_run_of_a_whole_sync_writes_nothing_anywhere(
                 (target.schema_,),
             ).fetchall()
         assert found == [], "not even the schema was created"
+
+
+def test_refresh_of_a_window_emptied_in_the_source_empties_it_in_the_target(
+    orders_config: Config, source_db: SourceDb, stack: Stack
+) -> None:
+    day = datetime(2025, 3, 1)
+    upsert(source_db, [1, 2], day + timedelta(hours=3), "kept")
+    upsert(source_db, [11, 12, 13], day + timedelta(days=1, hours=3), "doomed")
+    assert sync_pipeline(orders_config, "p")[0].ok
+    source_db.execute("DELETE FROM orders WHERE id > 10")
+    refresh = extract_table(orders_config, "p", "orders", partition="2025-03-02", refresh=True)
+    assert refresh.ok and (refresh.rows, refresh.files) == (0, 1), "an empty file marks the window"
+    loaded = load_table(orders_config, "p", "orders", refresh_run=refresh.run_id)
+    assert loaded.ok, loaded.error
+    assert [row["id"] for row in target_rows(orders_config, stack)] == [1, 2]
