@@ -45,7 +45,7 @@ from s3rs_dagster.core.cursor import EPOCH_FACTORS, CursorError, CursorSpec, par
 from s3rs_dagster.core.ddl import AddColumn, SchemaChangeError, plan_changes, wider
 from s3rs_dagster.core.lease import Lease, LeaseHeld, LeaseLost
 from s3rs_dagster.core.manifests import committed_files, write_manifest
-from s3rs_dagster.core.schema import sanitize_column_names, schema_fingerprint, warehouse_type
+from s3rs_dagster.core.schema import schema_fingerprint, warehouse_type
 from s3rs_dagster.core.state import (
     FileEntry,
     StateConflict,
@@ -54,8 +54,8 @@ from s3rs_dagster.core.state import (
     WatermarkStore,
     utc_now,
 )
+from s3rs_dagster.core.target import LEDGER_TABLE, target_table_name
 
-LEDGER_TABLE = "s3rs_loaded_files"
 logger = logging.getLogger(__name__)
 
 EXPECTED_ERRORS = (
@@ -179,7 +179,7 @@ class _Load:
         )
         with lease:
             watermark, _ = self.store.load()
-            self.report.target_table = self._target_table(watermark)
+            self.report.target_table = target_table_name(self.table, self.table_config)
             self.report.write_mode = self._write_mode(watermark)
             candidates = committed_files(self.storage, self.pipeline, self.table, watermark)
             listing = {
@@ -526,12 +526,6 @@ class _Load:
 
     def _target(self) -> str:
         return qualified(self.warehouse.schema, self.report.target_table)
-
-    def _target_table(self, watermark: Watermark) -> str:
-        if self.table_config.target_name:
-            return self.table_config.target_name
-        name = self.table.partition(".")[2]
-        return sanitize_column_names([name])[name]
 
     def _write_mode(self, watermark: Watermark) -> str:
         if self.refresh_run is not None:

@@ -33,8 +33,8 @@ from s3rs_dagster.core.extract import extract_table
 from s3rs_dagster.core.load import load_table
 from s3rs_dagster.core.manifests import committed_files
 from s3rs_dagster.core.state import WatermarkStore
+from s3rs_dagster.core.target import target_facts, target_table_name
 from s3rs_dagster.defs.io_manager import batch_summary
-from s3rs_dagster.defs.target import target_facts, target_table_name
 
 BATCHES = "s3_batches"
 WAREHOUSE = "redshift"
@@ -124,7 +124,7 @@ def _table_assets(s3rs_config: Config, pipeline: str, table: str) -> TableAssets
     batches_key = dg.AssetKey([pipeline, table, BATCHES])
     data_url = f"{s3rs_config.storage.url.rstrip('/')}/{pipeline}/{table}/"
     target_schema = target.schema_
-    target_table = f"{target_schema}.{target_table_name(s3rs_config, pipeline, table)}"
+    target_table = f"{target_schema}.{target_table_name(table, table_config)}"
 
     @dg.asset(
         key=batches_key,

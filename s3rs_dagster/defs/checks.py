@@ -16,8 +16,8 @@ import dagster as dg
 from s3rs_dagster.adapters.storage import open_storage
 from s3rs_dagster.config import Config
 from s3rs_dagster.core.state import WatermarkStore
+from s3rs_dagster.core.target import target_facts
 from s3rs_dagster.defs.assets import TableAssets
-from s3rs_dagster.defs.target import target_facts
 
 
 def build_checks(config: Config, tables: list[TableAssets]) -> list[dg.AssetChecksDefinition]:

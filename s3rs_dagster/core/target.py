@@ -1,7 +1,7 @@
-"""What the warehouse holds for one table: its rows, its columns and its ledger's row total.
+"""A table's target in the warehouse: its name, and what it holds (rows, columns, ledger total).
 
-The load stage keeps these private (it counts after each load); the asset's metadata and the
-row-count check need them read-only, through the same warehouse adapter, on demand.
+The load stage names the target with `target_table_name`; Dagster's metadata and row-count
+checks read `target_facts` read-only, through the same warehouse adapter.
 """
 
 from __future__ import annotations
@@ -10,9 +10,11 @@ from dataclasses import dataclass
 
 from s3rs_dagster.adapters.warehouse import WarehouseType, open_warehouse
 from s3rs_dagster.adapters.warehouse.base import qualified
-from s3rs_dagster.config import Config
-from s3rs_dagster.core.load import LEDGER_TABLE
+from s3rs_dagster.config import Config, TableConfig
 from s3rs_dagster.core.schema import sanitize_column_names
+
+LEDGER_TABLE = "s3rs_loaded_files"
+"""The ledger of loaded files, in the target's schema (see docs/decisions.md)."""
 
 
 @dataclass(frozen=True)
@@ -26,21 +28,20 @@ class TargetFacts:
     """The rows of every file the ledger records for this source table."""
 
 
-def target_table_name(config: Config, pipeline: str, table: str) -> str:
-    """The target table's name, as the load stage names it."""
-    table_key, table_config = config.table(pipeline, table)
+def target_table_name(table: str, table_config: TableConfig) -> str:
+    """The target table of `schema.table`: its configured target_name, else its sanitised name."""
     if table_config.target_name:
         return table_config.target_name
-    name = table_key.partition(".")[2]
+    name = table.partition(".")[2]
     return sanitize_column_names([name])[name]
 
 
 def target_facts(config: Config, pipeline: str, table: str) -> TargetFacts:
     """Read the target's row count, columns and ledger total in one read-only session."""
-    table_key, _ = config.table(pipeline, table)
+    table_key, table_config = config.table(pipeline, table)
     target_name = config.pipeline(pipeline).target
     warehouse = open_warehouse(target_name, config.target_for(pipeline), config.storage)
-    name = target_table_name(config, pipeline, table)
+    name = target_table_name(table_key, table_config)
     schema = warehouse.schema
     with warehouse.connect(read_only=True) as session:
         columns = session.columns(schema, name)
