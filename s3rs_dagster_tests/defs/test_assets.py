@@ -1,4 +1,4 @@
-"""The asset pair of a daily hybrid table, materialised on the real stack into PostgreSQL."""
+"""The asset pair of a daily hybrid table, materialised on the real stack into each warehouse."""
 
 from __future__ import annotations
 
@@ -26,11 +26,13 @@ DAY = datetime(2025, 3, 1)
 PARTITION = "2025-03-02"
 
 
-@pytest.fixture
-def orders_config(source_db: SourceDb, make_config: MakeConfig, stack: Stack) -> Iterator[Config]:
+@pytest.fixture(params=["postgres", "duckdb", "redshift"])
+def orders_config(
+    request: pytest.FixtureRequest, source_db: SourceDb, make_config: MakeConfig, stack: Stack
+) -> Iterator[Config]:
     source_db.execute(ORDERS_DDL)
     config = make_config(
-        {"orders": {"cdc_strategy": "hybrid", "start_date": "2025-01-01"}}, target="postgres"
+        {"orders": {"cdc_strategy": "hybrid", "start_date": "2025-01-01"}}, target=request.param
     )
     yield config
     drop_schema(config, stack)
