@@ -254,12 +254,14 @@ class _Load:
                 self._decide(entry, False, reason)
                 continue
             info = listing.get(entry.key)
-            if info is None:
+            effective = naming.file_timestamp(entry.key) or (info and info.last_modified)
+            if info is None and (effective is None or cutoff is None or effective > cutoff):
                 raise LoadError(
                     f"{entry.uri} is committed and not loaded yet, but it is missing from "
-                    "storage; restore it, or run `s3rs watermark reset` and extract again"
+                    "storage; restore it, or move the load cutoff past it with `s3rs "
+                    "watermark set` (its rows are then not loaded)"
                 )
-            effective = naming.file_timestamp(entry.key) or info.last_modified
+            assert effective is not None
             if cutoff is not None and effective <= cutoff:
                 skipped_by_cutoff += 1
                 self._decide(
@@ -370,6 +372,7 @@ class _Load:
                     target, staging, names, watermark.primary_key, watermark.cursor_column
                 )
             for statement in statements:
+                logger.debug("warehouse SQL: %s", statement)
                 session.execute(statement)
             session.execute(f"DROP TABLE {quote(staging)}")
             self.report.rows += rows

@@ -239,6 +239,8 @@ def test_kill_9_at_many_points_loses_nothing_and_duplicates_nothing(
         "--backup-only",
         "--limit",
         "7",
+        "--max-chunks",
+        "1000",
     ]
     kills = 0
     for kill_after_files in (1, 4, 9, 15, 22, 30):

@@ -161,7 +161,7 @@ def test_backup_only_then_redshift_only_in_another_process(
         "orders",
     ]
     backup = subprocess.run(
-        [*base, "--backup-only", "--limit", "6"],
+        [*base, "--backup-only", "--limit", "6", "--max-chunks", "100"],
         capture_output=True,
         text=True,
         timeout=120,
