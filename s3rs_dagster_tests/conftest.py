@@ -68,3 +68,11 @@ def stack() -> Stack:
             f"start it with `scripts/stack up` (it writes {_stack_env_file()}), or run scripts/test"
         )
     return Stack({name: os.environ[name] for name in STACK_VARIABLES})
+
+
+@pytest.fixture(autouse=True)
+def _run_logs_in_tmp(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CLI runs write their log and JSON summary under the test's temporary folder, not ~."""
+    monkeypatch.setenv("S3RS_LOG_DIR", str(tmp_path_factory.mktemp("s3rs-logs")))

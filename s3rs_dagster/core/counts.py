@@ -211,6 +211,13 @@ def _compare(report: CountReport, watermark: Watermark, table_config: TableConfi
             f"then, {target:,} now"
         )
     behind = bool(report.waiting_files)
+    past_cursor = total - source if source is not None and total is not None else 0
+    if past_cursor > 0:
+        behind = True
+        notes.append(
+            f"{past_cursor:,} source row(s) are past the watermark's cursor and wait for "
+            "the next extraction"
+        )
     if target is None:
         if report.loaded_rows:
             problems.append(
@@ -228,13 +235,6 @@ def _compare(report: CountReport, watermark: Watermark, table_config: TableConfi
                 "target outside s3rs"
             )
     elif source is not None and total is not None:
-        past_cursor = total - source
-        if past_cursor > 0:
-            behind = True
-            notes.append(
-                f"{past_cursor:,} source row(s) are past the watermark's cursor and wait for "
-                "the next extraction"
-            )
         if report.write_mode == "replace":
             if not behind and target != total:
                 behind = True
