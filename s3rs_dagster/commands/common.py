@@ -248,7 +248,8 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Columns aligned; numbers right-aligned with thousands separators; None as '-'."""
     cells = [[_cell(value) for value in row] for row in rows]
     numeric = [
-        all(isinstance(row[i], int | float) or row[i] is None for row in rows) and bool(rows)
+        any(isinstance(row[i], int | float) for row in rows)
+        and all(isinstance(row[i], int | float) or row[i] is None for row in rows)
         for i in range(len(headers))
     ]
     widths = [
