@@ -350,6 +350,8 @@ Partitioning = Literal["daily", "hourly", "monthly", "none"]
 WriteMode = Literal["merge", "append", "replace"]
 TimestampUnit = Literal["seconds", "milliseconds", "microseconds"]
 TIMESTAMP_STRATEGIES = ("hybrid", "timestamp_only")
+DEFAULT_CRON = "0 * * * *"
+"""The extraction cron of daily and hourly partitioned tables unless `cron` is set."""
 
 
 class TableDefaults(_Model):
@@ -363,6 +365,7 @@ class TableDefaults(_Model):
     partitioning: Partitioning | None = None
     start_date: date | None = None
     write_mode: WriteMode | None = None
+    cron: str | None = None
 
 
 class TableConfig(_Model):
@@ -385,6 +388,27 @@ class TableConfig(_Model):
     partitioning: Partitioning | None = None
     start_date: date | None = None
     write_mode: WriteMode | None = None
+    cron: str | None = Field(
+        default=None,
+        description=(
+            "When Dagster's automation extracts the table (its latest window), as a UTC cron "
+            f"like '0 * * * *'; 'none' turns it off. Default: '{DEFAULT_CRON}' for daily and "
+            "hourly partitioned tables, 'none' for the others."
+        ),
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_has_five_fields(cls, value: str | None) -> str | None:
+        if value is None or value == "none":
+            return value
+        fields = value.split()
+        if len(fields) != 5 or not all(re.fullmatch(r"[0-9A-Za-z*/,?-]+", f) for f in fields):
+            raise ValueError(
+                f"'{value}' is not a cron of five fields (minute hour day month weekday), "
+                "e.g. '0 * * * *' hourly or '30 2 * * *' daily at 02:30 UTC; or 'none'"
+            )
+        return value
 
     @field_validator("start_date", mode="before")
     @classmethod
@@ -420,6 +444,8 @@ class TableConfig(_Model):
             )
         if self.cdc_strategy == "full_sync":
             updates["write_mode"] = "replace"
+        if self.cron is None:
+            updates["cron"] = DEFAULT_CRON if partitioning in ("daily", "hourly") else "none"
         return self.model_copy(update=updates)
 
 
@@ -488,11 +514,40 @@ class Config(_Model):
     storage: StorageConfig
     pipelines: dict[str, PipelineConfig] = Field(min_length=1)
     _source_file: Path | None = PrivateAttr(default=None)
+    _secret_variables: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
 
     @property
     def source_file(self) -> Path | None:
         """The file this config was read from (None when parsed from text alone)."""
         return self._source_file
+
+    def secret_variable(self, *path: str) -> str | None:
+        """The environment variable a secret at `path` was read from, e.g.
+        ('connections', 'sources', 'db', 'password') -> 'MYSQL_PASSWORD'; None if not set."""
+        return self._secret_variables.get(path)
+
+    def with_connections(
+        self,
+        *,
+        sources: Mapping[str, SourceConfig] | None = None,
+        targets: Mapping[str, RedshiftTargetConfig | PostgresTargetConfig | DuckdbTargetConfig]
+        | None = None,
+        storage: StorageConfig | None = None,
+    ) -> Config:
+        """This config with the named connections (and the storage) replaced.
+
+        Dagster's resources use it: their settings win over the file's for the run.
+        """
+        connections = self.connections.model_copy(
+            update={
+                "sources": {**self.connections.sources, **(sources or {})},
+                "targets": {**self.connections.targets, **(targets or {})},
+            }
+        )
+        update: dict[str, Any] = {"connections": connections}
+        if storage is not None:
+            update["storage"] = storage
+        return self.model_copy(update=update)
 
     def pipeline(self, name: str) -> PipelineConfig:
         """The named pipeline, or a ConfigError that lists the defined ones."""
@@ -586,6 +641,7 @@ def parse_config(
     except ValidationError as exc:
         raise ConfigError(file, _problems_from_validation(exc, interpolated)) from None
     config._source_file = file
+    config._secret_variables = dict(_secret_variables(raw, ()))
     problems = _check_references(config)
     if problems:
         raise ConfigError(file, problems)
@@ -674,6 +730,18 @@ def _check_secrets_are_references(node: Any, path: tuple[Any, ...]) -> list[Conf
         for index, item in enumerate(node):
             problems += _check_secrets_are_references(item, (*path, index))
     return problems
+
+
+def _secret_variables(node: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], str]]:
+    """(key path, variable name) of every secret given as a ${VAR} reference."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in SECRET_KEYS and isinstance(value, str):
+                match = _VARIABLE.fullmatch(value.strip()[2:-1]) if value.strip() else None
+                if match and _WHOLE_REFERENCE.fullmatch(value):
+                    yield (*path, str(key)), match.group(1)
+            else:
+                yield from _secret_variables(value, (*path, str(key)))
 
 
 def _interpolate(

@@ -356,6 +356,21 @@ def test_partitioned_table_needs_start_date(tmp_path: Path) -> None:
     )
 
 
+def test_cron_defaults_by_partitioning_and_a_bad_cron_is_explained(tmp_path: Path) -> None:
+    tables = {
+        "s.daily": {"start_date": "2025-01-01"},
+        "s.monthly": {"start_date": "2025-01-01", "partitioning": "monthly"},
+        "s.nightly": {"start_date": "2025-01-01", "cron": "30 2 * * *"},
+    }
+    config = parse(edited(**{"pipelines/us_dw/tables": tables}), tmp_path)
+    crons = {name: table.cron for name, table in config.pipelines["us_dw"].tables.items()}
+    assert crons == {"s.daily": "0 * * * *", "s.monthly": "none", "s.nightly": "30 2 * * *"}
+    bad = edited(**{"pipelines/us_dw/tables/settlement.settle_orders/cron": "every hour"})
+    _, problems = problems_of(bad, tmp_path)
+    message = problems['pipelines.us_dw.tables["settlement.settle_orders"].cron']
+    assert "'every hour' is not a cron of five fields" in message and "'0 * * * *'" in message
+
+
 def test_id_only_cannot_be_time_partitioned(tmp_path: Path) -> None:
     data = edited(
         **{"pipelines/us_dw/tables": {"s.t": {"cdc_strategy": "id_only", "partitioning": "daily"}}}

@@ -31,7 +31,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pymysql.cursors
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -123,6 +122,27 @@ class DryRunPlan:
 
 
 @dataclass
+class WindowCount:
+    """A partition window as the source held it when its extraction ended, for the checks.
+
+    `rows` counts the source rows with the cursor in [start, min(end, bound)), `bound` being
+    the run's upper bound; `changed_since` the rows of the whole table with the cursor at or
+    after that bound. Rows updated since the bound have left the window in the source but not
+    yet in the target, so a target may hold up to `changed_since` rows more than `rows`.
+    The bounds are texts the target's cursor column compares with (see `core.target`).
+    """
+
+    column: str
+    """The cursor column's name in the target."""
+    kind: str
+    """datetime (naive wall clock), date, timestamp (an instant, UTC) or epoch."""
+    start: str
+    end: str
+    rows: int
+    changed_since: int
+
+
+@dataclass
 class ExtractReport:
     """What one table's extraction did (or, for a dry run, would do)."""
 
@@ -142,6 +162,10 @@ class ExtractReport:
     warnings: list[str] = field(default_factory=list)
     file_keys: list[str] = field(default_factory=list)
     dry_run: DryRunPlan | None = None
+    window: WindowCount | None = None
+    schema_change: dict[str, Any] | None = None
+    """{'from', 'to' (fingerprints), 'added', 'removed' (source columns)} when the source's
+    schema differs from the one the previous run pinned."""
     error: str | None = None
 
     @property
@@ -259,8 +283,7 @@ class _Run:
             self.report.watermark_before = _summary(self.watermark)
             meta = stack.enter_context(open_source(self.source))
             raw = stack.enter_context(open_source(self.source, raw_text=True))
-            with meta.connect() as connection:
-                source_table = _reflect(connection, self.table, self.source, self.source_name)
+            source_table = _reflect(meta, self.table, self.source, self.source_name)
             self.plan = plan_table(source_table, previous_mapping=self.watermark.column_mapping)
             self.spec = resolve_cursor(source_table, self.table_config)
             if self.partition is not None:
@@ -280,13 +303,22 @@ class _Run:
 
     def _start(self, connection: _RawConnection) -> None:
         state = self.watermark.mysql_state
+        mapping = self.plan.column_mapping
         if self.watermark.schema_fingerprint not in (None, self.plan.fingerprint):
+            before = self.watermark.column_mapping
+            self.report.schema_change = {
+                "from": self.watermark.schema_fingerprint,
+                "to": self.plan.fingerprint,
+                "added": [name for name in mapping if name not in before],
+                "removed": [name for name in before if name not in mapping],
+            }
             self.report.warnings.append(
                 f"the source schema changed since the last run (fingerprint "
-                f"{self.watermark.schema_fingerprint} -> {self.plan.fingerprint}); new files "
+                f"{self.watermark.schema_fingerprint} -> {self.plan.fingerprint}; added: "
+                f"{', '.join(self.report.schema_change['added']) or 'none'}; removed: "
+                f"{', '.join(self.report.schema_change['removed']) or 'none'}); new files "
                 "carry the new schema"
             )
-        mapping = self.plan.column_mapping
         self.watermark.column_mapping = dict(mapping)
         self.watermark.schema_fingerprint = self.plan.fingerprint
         key = self.table_config.primary_key or list(self.plan.source.primary_key)
@@ -349,6 +381,7 @@ class _Run:
         if self.window is not None:
             if caught_up and self.refresh and self.report.files == 0:
                 self._commit_empty_window()
+            self.report.window = self._count_window(connection)
             return
         if not caught_up:
             return
@@ -518,6 +551,33 @@ class _Run:
             value = connection.scalar(f"SELECT MAX({key}) FROM {self._table_sql()}", [])
             return None if value is None else str(value)
         return None
+
+    def _count_window(self, connection: _RawConnection) -> WindowCount:
+        window, spec, upper_at = self.window, self.spec, self.upper_at
+        assert window is not None and spec.timestamp is not None and upper_at is not None
+        ts = quote_mysql(spec.timestamp.name)
+        table = self._table_sql()
+        end = min(window.end, upper_at)
+        rows = connection.scalar(
+            f"SELECT COUNT(*) FROM {table} WHERE {ts} >= %s AND {ts} < %s",
+            [timestamp_text(window.start, spec, self.zone), timestamp_text(end, spec, self.zone)],
+        )
+        changed = connection.scalar(f"SELECT COUNT(*) FROM {table} WHERE {ts} >= %s", [self.upper])
+        kind = str(spec.timestamp_kind)
+
+        def target_text(moment: datetime) -> str:
+            if kind == "timestamp":
+                return moment.astimezone(UTC).isoformat()
+            return timestamp_text(moment, spec, self.zone)
+
+        return WindowCount(
+            column=self.plan.column_mapping[spec.timestamp.name],
+            kind=kind,
+            start=target_text(window.start),
+            end=target_text(window.end),
+            rows=int(rows),
+            changed_since=int(changed),
+        )
 
     def _report_rows_outside(self, connection: _RawConnection) -> None:
         """Warn, every run, about rows the timestamp cursor can never reach."""
@@ -852,12 +912,12 @@ def _partition_labels(column: pa.Array, granularity: str, spec: CursorSpec) -> p
     return pc.fill_null(labels, naming.NO_PARTITION)
 
 
-def _reflect(
-    connection: sa.Connection, table: str, source: SourceConfig, source_name: str
-) -> SourceTable:
+def _reflect(engine: Engine, table: str, source: SourceConfig, source_name: str) -> SourceTable:
+    """The table's schema; the first contact with the source, so connection errors surface here."""
     schema, _, name = table.partition(".")
     try:
-        return reflect_table(connection, schema, name)
+        with engine.connect() as connection:
+            return reflect_table(connection, schema, name)
     except DBAPIError as exc:
         raise explain_source_error(exc, source, source_name) from None
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -235,3 +235,21 @@ class WatermarkStore:
                 f"not {self.pipeline}/{self.table}. {fix}"
             )
         return watermark
+
+
+def cursor_moved_back(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether a watermark summary's position (`last_timestamp`, `last_id`, as an extract
+    report gives them) is behind an earlier one. Unknown positions never count as behind."""
+
+    def position(summary: dict[str, Any]) -> tuple[datetime | None, Any]:
+        stamp = summary.get("last_timestamp")
+        return (datetime.fromisoformat(stamp) if stamp else None, summary.get("last_id"))
+
+    (old_stamp, old_id), (new_stamp, new_id) = position(before), position(after)
+    if old_stamp is not None and new_stamp is not None and new_stamp != old_stamp:
+        return new_stamp < old_stamp
+    if old_stamp is not None and new_stamp is None:
+        return True
+    if isinstance(old_id, int) and isinstance(new_id, int):
+        return new_id < old_id
+    return old_id is not None and new_id is None

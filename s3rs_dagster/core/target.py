@@ -7,9 +7,10 @@ checks read `target_facts` read-only, through the same warehouse adapter.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, datetime
 
 from s3rs_dagster.adapters.warehouse import WarehouseType, open_warehouse
-from s3rs_dagster.adapters.warehouse.base import qualified
+from s3rs_dagster.adapters.warehouse.base import qualified, quote
 from s3rs_dagster.config import Config, TableConfig
 from s3rs_dagster.core.schema import sanitize_column_names
 
@@ -58,3 +59,38 @@ def target_facts(config: Config, pipeline: str, table: str) -> TargetFacts:
             )
             ledger_rows = int(result[0][0])
     return TargetFacts(f"{schema}.{name}", rows, columns or {}, ledger_rows)
+
+
+def target_window_rows(
+    config: Config, pipeline: str, table: str, column: str, kind: str, start: str, end: str
+) -> int | None:
+    """COUNT(*) of the target's rows with `column` in [start, end); None if there is no table.
+
+    The bounds are texts as a WindowCount holds them; `kind` says how to type them: epoch
+    (integers), date, datetime (naive wall clock) or timestamp (an aware instant).
+    """
+    table_key, table_config = config.table(pipeline, table)
+    warehouse = open_warehouse(
+        config.pipeline(pipeline).target, config.target_for(pipeline), config.storage
+    )
+    name = target_table_name(table_key, table_config)
+    bounds = (_typed(start, kind), _typed(end, kind))
+    with warehouse.connect(read_only=True) as session:
+        if session.columns(warehouse.schema, name) is None:
+            return None
+        p = session.placeholder
+        quoted = quote(column)
+        result = session.query(
+            f"SELECT COUNT(*) FROM {qualified(warehouse.schema, name)} "
+            f"WHERE {quoted} >= {p} AND {quoted} < {p}",
+            bounds,
+        )
+    return int(result[0][0])
+
+
+def _typed(text: str, kind: str) -> int | date | datetime:
+    if kind == "epoch":
+        return int(text)
+    if kind == "date":
+        return date.fromisoformat(text)
+    return datetime.fromisoformat(text)

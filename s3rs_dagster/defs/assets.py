@@ -12,35 +12,47 @@ include the current, still open window (`end_offset=1`): the extract stage stops
 database clock anyway, and a later run of the window picks up what arrived since.
 
 Extracts run in the concurrency pool `s3rs/source/<source>`, loads in `s3rs/warehouse/<target>`
-(limits are set on the instance, docs/dagster.md). Automation: daily and hourly s3_batches
-assets extract their latest window on `DEFAULT_EXTRACT_CRON`; every warehouse asset is
-`eager()`, loading a partition when its batches are updated.
+(limits are set on the instance, docs/dagster.md). Automation: s3_batches assets extract their
+latest window on the table's `cron` (hourly by default for daily and hourly partitioned
+tables); every warehouse asset is `eager()`, loading a partition when its batches are updated.
 
 No `from __future__ import annotations` here: Dagster reads the asset functions' `config`
 annotation at definition time, and a string annotation is not resolved.
 """
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from datetime import datetime, time
 from typing import Any
 
 import dagster as dg
 
-from s3rs_dagster.adapters.storage import open_storage
 from s3rs_dagster.config import Config, TableConfig
 from s3rs_dagster.core.extract import extract_table
 from s3rs_dagster.core.load import load_table
 from s3rs_dagster.core.manifests import committed_files
 from s3rs_dagster.core.state import WatermarkStore
 from s3rs_dagster.core.target import target_facts, target_table_name
+from s3rs_dagster.defs.batch_checks import (
+    batch_check_specs,
+    files_match_manifest,
+    source_schema_unchanged,
+    warehouse_check_specs,
+    watermark_never_moves_backwards,
+    window_rows_match_source,
+)
 from s3rs_dagster.defs.io_manager import batch_summary
+from s3rs_dagster.defs.resources import (
+    STORAGE_KEY,
+    StorageResource,
+    runtime_config,
+    source_key,
+    warehouse_key,
+)
 
 BATCHES = "s3_batches"
 WAREHOUSE = "redshift"
-DEFAULT_EXTRACT_CRON = "0 * * * *"
-"""When the automation of daily and hourly partitioned s3_batches assets extracts the current
-window (UTC). A fixed default for now; a per-table config key is future work."""
 
 
 def source_pool(source: str) -> str:
@@ -54,14 +66,15 @@ def warehouse_pool(target: str) -> str:
 
 
 def extract_automation(table_config: TableConfig) -> dg.AutomationCondition | None:
-    """`on_cron(DEFAULT_EXTRACT_CRON)` for daily and hourly partitioned tables, else None.
+    """`on_cron(table cron)`, or None when the table's `cron` is 'none'.
 
     On a time-partitioned asset it requests the latest (current, still open) window once per
-    tick; the other tables are run by hand, by a schedule of their own or by `s3rs sync`.
+    tick; on an unpartitioned one, the table. Tables without a cron are run by hand, by a
+    schedule of their own or by `s3rs sync`.
     """
-    if table_config.partitioning not in ("daily", "hourly") or partitions_for(table_config) is None:
+    if table_config.cron in (None, "none"):
         return None
-    return dg.AutomationCondition.on_cron(DEFAULT_EXTRACT_CRON)
+    return dg.AutomationCondition.on_cron(table_config.cron)
 
 
 class ExtractConfig(dg.Config):
@@ -117,42 +130,57 @@ def build_table_assets(config: Config) -> list[TableAssets]:
 def _table_assets(s3rs_config: Config, pipeline: str, table: str) -> TableAssets:
     table_config = s3rs_config.pipelines[pipeline].tables[table]
     pipeline_config = s3rs_config.pipelines[pipeline]
-    source = s3rs_config.connections.sources[pipeline_config.source]
+    source_name, target_name = pipeline_config.source, pipeline_config.target
+    source = s3rs_config.connections.sources[source_name]
     target = s3rs_config.target_for(pipeline)
     partitions_def = partitions_for(table_config)
     version = code_version(table_config)
     batches_key = dg.AssetKey([pipeline, table, BATCHES])
+    warehouse_asset_key = dg.AssetKey([pipeline, table, WAREHOUSE])
     data_url = f"{s3rs_config.storage.url.rstrip('/')}/{pipeline}/{table}/"
-    target_schema = target.schema_
-    target_table = f"{target_schema}.{target_table_name(table, table_config)}"
+    target_table = f"{target.schema_}.{target_table_name(table, table_config)}"
 
     @dg.asset(
         key=batches_key,
         group_name=pipeline,
         kinds={"mysql", "s3", "parquet"},
         description=(
-            f"MySQL table `{table}` (source `{pipeline_config.source}`, database "
+            f"MySQL table `{table}` (source `{source_name}`, database "
             f"`{source.database}`) extracted as Parquet batches into {data_url} "
             f"({table_config.cdc_strategy})."
         ),
         code_version=version,
         partitions_def=partitions_def,
-        pool=source_pool(pipeline_config.source),
+        pool=source_pool(source_name),
         automation_condition=extract_automation(table_config),
+        required_resource_keys={STORAGE_KEY, source_key(source_name)},
+        check_specs=batch_check_specs(batches_key),
     )
-    def s3_batches(
-        context: dg.AssetExecutionContext, config: ExtractConfig
-    ) -> dg.Output[dict[str, Any]]:
+    def s3_batches(context: dg.AssetExecutionContext, config: ExtractConfig) -> Iterator[Any]:
         partition = context.partition_key if partitions_def is not None else None
-        storage = open_storage(s3rs_config.storage)
-        report = extract_table(
+        storage_resource: StorageResource = getattr(context.resources, STORAGE_KEY)
+        run_config = runtime_config(
             s3rs_config,
+            storage=storage_resource,
+            sources={source_name: getattr(context.resources, source_key(source_name))},
+        )
+        storage = storage_resource.get_storage()
+        context.log.info(
+            f"extracting {pipeline}/{table}"
+            + (f" window {partition}" if partition else "")
+            + (" (refresh)" if config.refresh else "")
+        )
+        report = extract_table(
+            run_config,
             pipeline,
             table,
             limit=config.limit,
             partition=partition,
             refresh=config.refresh,
             storage=storage,
+            progress=lambda p: context.log.info(
+                f"{p.rows:,} rows in {p.files} files ({p.rows_per_second:,.0f} rows/s)"
+            ),
         )
         for warning in report.warnings:
             context.log.warning(warning)
@@ -161,7 +189,7 @@ def _table_assets(s3rs_config: Config, pipeline: str, table: str) -> TableAssets
                 description=f"extracting {pipeline}/{table} failed: {report.error}",
                 metadata={"run_id": report.run_id, "rows_committed": report.rows},
             )
-        store = WatermarkStore(storage, pipeline, table, pipeline_config.target)
+        store = WatermarkStore(storage, pipeline, table, target_name)
         watermark, _ = store.load()
         files = [
             entry
@@ -169,6 +197,8 @@ def _table_assets(s3rs_config: Config, pipeline: str, table: str) -> TableAssets
             if entry.run_id == report.run_id
         ]
         summary = batch_summary(report.run_id, partition, config.refresh, files)
+        if report.window is not None:
+            summary["window"] = asdict(report.window)
         metadata: dict[str, Any] = {
             "dagster/row_count": report.rows,
             "files": report.files,
@@ -177,38 +207,65 @@ def _table_assets(s3rs_config: Config, pipeline: str, table: str) -> TableAssets
             "rows_per_second": round(report.rows_per_second, 1),
             "run_id": report.run_id,
             "refresh": config.refresh,
+            "watermark_after": dg.MetadataValue.json(report.watermark_after or {}),
+            "schema_fingerprint": watermark.schema_fingerprint or "",
         }
+        if report.window is not None:
+            metadata["source_rows_in_window"] = report.window.rows
         for bound in ("cursor_min", "cursor_max"):
             if summary[bound] is not None:
                 metadata[bound] = dg.MetadataValue.text(summary[bound])
         if report.chunk_limit_reached:
             context.log.warning("stopped at the chunk limit; the next run continues")
-        return dg.Output(value=summary, metadata=metadata)
+        # Evaluated before the output: the watermark check compares with the previous
+        # materialisation, which this one's Output would replace.
+        results = [
+            files_match_manifest(storage, files, report),
+            watermark_never_moves_backwards(context, batches_key, report),
+            source_schema_unchanged(batches_key, report),
+        ]
+        yield dg.Output(value=summary, metadata=metadata)
+        yield from results
 
     @dg.asset(
-        key=dg.AssetKey([pipeline, table, WAREHOUSE]),
+        key=warehouse_asset_key,
         group_name=pipeline,
         kinds={target.type},
         description=(
-            f"`{table}` in the {target.type} target `{pipeline_config.target}` as "
+            f"`{table}` in the {target.type} target `{target_name}` as "
             f"`{target_table}`, loaded exactly once per file from {data_url}."
         ),
         code_version=version,
         partitions_def=partitions_def,
         ins={"batch": dg.AssetIn(key=batches_key)},
-        pool=warehouse_pool(pipeline_config.target),
+        pool=warehouse_pool(target_name),
         # Loads a partition when its batches are materialised (in the latest time window
         # only, as `eager()` does; backfills request their loads themselves).
         automation_condition=dg.AutomationCondition.eager(),
+        required_resource_keys={STORAGE_KEY, warehouse_key(target_name)},
+        check_specs=warehouse_check_specs(
+            warehouse_asset_key, partitioned=partitions_def is not None
+        ),
     )
-    def redshift(context: dg.AssetExecutionContext, batch: dict[str, Any]) -> dg.Output[None]:
-        refresh_run = _refresh_run(context, s3rs_config, pipeline, table, batch)
-        report = load_table(s3rs_config, pipeline, table, refresh_run=refresh_run)
+    def redshift(context: dg.AssetExecutionContext, batch: dict[str, Any]) -> dg.MaterializeResult:
+        storage_resource: StorageResource = getattr(context.resources, STORAGE_KEY)
+        run_config = runtime_config(
+            s3rs_config,
+            storage=storage_resource,
+            warehouses={target_name: getattr(context.resources, warehouse_key(target_name))},
+        )
+        storage = storage_resource.get_storage()
+        refresh_run = _refresh_run(context, run_config, pipeline, table, batch)
+        report = load_table(run_config, pipeline, table, refresh_run=refresh_run, storage=storage)
         for warning in report.warnings:
             context.log.warning(warning)
         if not report.ok:
             raise dg.Failure(description=f"loading {pipeline}/{table} failed: {report.error}")
-        facts = target_facts(s3rs_config, pipeline, table)
+        context.log.info(
+            f"loaded {report.rows:,} rows from {report.files} files "
+            f"({report.rows_per_second:,.0f} rows/s, {report.write_mode})"
+        )
+        facts = target_facts(run_config, pipeline, table)
         rows = report.target_rows if report.target_rows is not None else facts.rows
         metadata: dict[str, Any] = {
             "dagster/row_count": rows or 0,
@@ -225,7 +282,10 @@ def _table_assets(s3rs_config: Config, pipeline: str, table: str) -> TableAssets
             )
         if report.strays:
             metadata["strays"] = len(report.strays)
-        return dg.Output(value=None, metadata=metadata)
+        checks = []
+        if partitions_def is not None:
+            checks.append(window_rows_match_source(run_config, pipeline, table, batch))
+        return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
     return TableAssets(pipeline, table, s3_batches, redshift, partitions_def)
 

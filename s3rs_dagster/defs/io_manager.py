@@ -15,11 +15,12 @@ from typing import Any
 
 import dagster as dg
 
-from s3rs_dagster.adapters.storage import ObjectNotFound, Storage, open_storage
+from s3rs_dagster.adapters.storage import ObjectNotFound, Storage
 from s3rs_dagster.config import Config, load_config
 from s3rs_dagster.core import naming
 from s3rs_dagster.core.manifests import committed_files
 from s3rs_dagster.core.state import Cursor, FileEntry, WatermarkStore
+from s3rs_dagster.defs.resources import StorageResource
 
 UNPARTITIONED = "all"
 
@@ -67,29 +68,26 @@ def rebuild_summary(
 
 
 class BatchSummaryIOManager(dg.ConfigurableIOManager):
-    """Stores s3_batches outputs as JSON in the project's storage (see the module docstring).
+    """Stores s3_batches outputs as JSON in the project's storage (see the module docstring),
+    through the storage resource, so S3 settings and credentials are configured once."""
 
-    It takes the config file's path rather than storage settings, so credentials stay in the
-    environment (as pipelines.yaml's `${VAR}` references) and never in Dagster's run config.
-    """
-
+    storage: StorageResource
     config_path: str | None = None
-    """pipelines.yaml; None: $S3RS_CONFIG, else ./pipelines.yaml."""
+    """pipelines.yaml (for the tables' targets); None: $S3RS_CONFIG, else ./pipelines.yaml."""
 
     def handle_output(self, context: dg.OutputContext, obj: dict[str, Any]) -> None:
         pipeline, table = context.asset_key.path[:2]
         partition = context.partition_key if context.has_partition_key else None
         key = summary_key(pipeline, table, partition)
         body = json.dumps(obj, indent=2, ensure_ascii=False).encode()
-        storage = open_storage(load_config(self.config_path).storage)
+        storage = self.storage.get_storage()
         storage.put_bytes(key, body, content_type="application/json")
         context.add_output_metadata({"summary": dg.MetadataValue.path(storage.uri(key))})
 
     def load_input(self, context: dg.InputContext) -> dict[str, Any]:
         pipeline, table = context.asset_key.path[:2]
         partition = context.asset_partition_key if context.has_asset_partitions else None
-        config = load_config(self.config_path)
-        storage = open_storage(config.storage)
+        storage = self.storage.get_storage()
         try:
             return json.loads(storage.get_bytes(summary_key(pipeline, table, partition))[0])
         except ObjectNotFound:
@@ -97,4 +95,5 @@ class BatchSummaryIOManager(dg.ConfigurableIOManager):
                 f"no batch summary for {pipeline}/{table} "
                 f"{partition or UNPARTITIONED}; rebuilt from the manifests"
             )
+            config = load_config(self.config_path)
             return rebuild_summary(config, storage, pipeline, table, partition)

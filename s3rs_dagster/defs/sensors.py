@@ -12,11 +12,11 @@ Files in a folder that is not a partition of the asset (`dt=none`, NULL cursors;
 `start_date`) request no run of their own; every load takes every committed file, so the next
 run loads them.
 
+No `from __future__ import annotations`: Dagster reads the resource parameter's annotation.
+
 Local storage gets no sensor: there is no S3 to list, and such set-ups run the assets (or
 `s3rs sync`) on a schedule of their own.
 """
-
-from __future__ import annotations
 
 import hashlib
 import json
@@ -27,10 +27,10 @@ from typing import Any
 import dagster as dg
 from dagster_aws.s3.sensor import get_objects
 
-from s3rs_dagster.adapters.storage import S3Storage, open_storage
 from s3rs_dagster.config import Config
 from s3rs_dagster.core import naming
 from s3rs_dagster.defs.assets import TableAssets
+from s3rs_dagster.defs.resources import StorageResource
 
 MINIMUM_INTERVAL_SECONDS = 60
 
@@ -64,9 +64,11 @@ def _new_files_sensor(config: Config, assets: TableAssets) -> dg.SensorDefinitio
         minimum_interval_seconds=MINIMUM_INTERVAL_SECONDS,
         description=f"Loads {assets.pipeline}/{assets.table} when new files land in {prefix}.",
     )
-    def new_files(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        storage = open_storage(storage_config)
-        assert isinstance(storage, S3Storage)  # build_sensors makes none for local storage
+    def new_files(
+        # The parameter's name is the resource key (resources.STORAGE_KEY).
+        context: dg.SensorEvaluationContext,
+        s3rs_storage: StorageResource,
+    ) -> dg.SensorResult:
         position = _read_cursor(context.cursor)
         objects = get_objects(
             str(storage_config.bucket),
@@ -74,7 +76,7 @@ def _new_files_sensor(config: Config, assets: TableAssets) -> dg.SensorDefinitio
             # get_objects excludes its bound; objects sharing the cursor's second are kept
             # and filtered on (LastModified, key) below.
             since_last_modified=position[0] - timedelta(microseconds=1) if position else None,
-            client=storage.get_client(),
+            client=s3rs_storage.s3.get_client(),
         )
         new = [
             (obj["LastModified"], obj["Key"])

@@ -676,3 +676,19 @@ def test_cli_refuses_conflicting_or_unbuilt_stages(tmp_path: Path) -> None:
         unknown.exit_code == 2
         and "table 'nope' is not defined in pipeline 'local'" in unknown.output
     )
+
+
+def test_an_unreachable_source_fails_the_table_with_the_endpoint_and_keeps_state(
+    source_db: SourceDb, make_config: MakeConfig
+) -> None:
+    source_db.execute("CREATE TABLE orders (id INT PRIMARY KEY, updated_at DATETIME(6))")
+    config = make_config(
+        {"orders": {"cdc_strategy": "id_only"}},
+        local_storage=True,
+        source_extra={"port": 1, "connect_timeout_seconds": 2},
+    )
+    report = extract_table(config, "p", "orders")
+    assert report.status == "failed"
+    assert "127.0.0.1:1" in str(report.error) and "cannot connect" in str(report.error)
+    assert read_committed(config, "orders").num_rows == 0
+    assert extract_table(config, "p", "orders").error == report.error, "the lease was released"

@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from s3rs_dagster.defs.assets import DEFAULT_EXTRACT_CRON, build_table_assets
+from s3rs_dagster.config import DEFAULT_CRON
+from s3rs_dagster.defs.assets import build_table_assets
+from s3rs_dagster.defs.definitions import all_resources
 from s3rs_dagster_tests.core.conftest import MakeConfig
 
 HYBRID = {"cdc_strategy": "hybrid", "start_date": "2025-01-01"}
@@ -35,7 +37,7 @@ def test_conditions_are_hourly_cron_on_daily_and_hourly_batches_and_eager_on_the
         }
     )
     by_table = {assets.table.split(".")[-1]: assets for assets in build_table_assets(config)}
-    cron = dg.AutomationCondition.on_cron(DEFAULT_EXTRACT_CRON)
+    cron = dg.AutomationCondition.on_cron(DEFAULT_CRON)
     for table in ("daily", "hourly"):
         assert by_table[table].batches.automation_conditions_by_key == {
             by_table[table].batches.key: cron
@@ -48,11 +50,36 @@ def test_conditions_are_hourly_cron_on_daily_and_hourly_batches_and_eager_on_the
         }
 
 
+def test_a_table_cron_replaces_the_default_and_none_turns_it_off(
+    make_config: MakeConfig,
+) -> None:
+    config = make_config(
+        {
+            "nightly": {**HYBRID, "cron": "30 2 * * *"},
+            "manual": {**HYBRID, "cron": "none"},
+            "ids": {"cdc_strategy": "id_only", "cron": "*/15 * * * *"},
+        }
+    )
+    by_table = {assets.table.split(".")[-1]: assets for assets in build_table_assets(config)}
+    conditions = {
+        name: assets.batches.automation_conditions_by_key.get(assets.batches.key)
+        for name, assets in by_table.items()
+    }
+    assert conditions == {
+        "nightly": dg.AutomationCondition.on_cron("30 2 * * *"),
+        "manual": None,
+        "ids": dg.AutomationCondition.on_cron("*/15 * * * *"),
+    }
+
+
 def test_a_cron_tick_requests_the_latest_window_and_new_batches_request_its_load(
     make_config: MakeConfig,
 ) -> None:
-    [assets] = build_table_assets(make_config({"orders": HYBRID}))
-    defs = [assets.batches, assets.warehouse]
+    config = make_config({"orders": HYBRID})
+    [assets] = build_table_assets(config)
+    defs = dg.Definitions(
+        assets=[assets.batches, assets.warehouse], resources=all_resources(config)
+    )
     instance = dg.DagsterInstance.ephemeral()
     before_tick = datetime(2025, 3, 2, 10, 30, tzinfo=UTC)
     first = dg.evaluate_automation_conditions(defs, instance, evaluation_time=before_tick)
@@ -70,8 +97,11 @@ def test_a_cron_tick_requests_the_latest_window_and_new_batches_request_its_load
 def test_batches_materialised_outside_the_automation_request_their_load(
     make_config: MakeConfig,
 ) -> None:
-    [assets] = build_table_assets(make_config({"orders": HYBRID}))
-    defs = [assets.batches, assets.warehouse]
+    config = make_config({"orders": HYBRID})
+    [assets] = build_table_assets(config)
+    defs = dg.Definitions(
+        assets=[assets.batches, assets.warehouse], resources=all_resources(config)
+    )
     instance = dg.DagsterInstance.ephemeral()
     now = datetime(2025, 3, 2, 10, 30, tzinfo=UTC)
     first = dg.evaluate_automation_conditions(defs, instance, evaluation_time=now)

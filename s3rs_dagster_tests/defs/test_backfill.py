@@ -14,7 +14,7 @@ import pytest
 
 from s3rs_dagster.config import Config
 from s3rs_dagster.defs.assets import build_table_assets
-from s3rs_dagster.defs.io_manager import BatchSummaryIOManager
+from s3rs_dagster.defs.definitions import all_resources
 from s3rs_dagster_tests.conftest import Stack
 from s3rs_dagster_tests.core.conftest import MakeConfig, SourceDb
 from s3rs_dagster_tests.core.test_load import ORDERS_DDL, drop_schema, target_rows, upsert
@@ -54,13 +54,13 @@ def test_a_backfill_of_three_windows_loads_exactly_their_rows(
     orders_config: Config, source_db: SourceDb, stack: Stack
 ) -> None:
     [assets] = build_table_assets(orders_config)
-    io_manager = BatchSummaryIOManager(config_path=str(orders_config.source_file))
+    resources = all_resources(orders_config)
     days = ["2025-03-02", "2025-03-03", "2025-03-04"]
     for day in days:
         result = dg.materialize(
             [assets.batches, assets.warehouse],
             partition_key=day,
-            resources={"io_manager": io_manager},
+            resources=resources,
         )
         assert result.success
     assert [row["id"] for row in target_rows(orders_config, stack)] == window_ids(source_db, days)

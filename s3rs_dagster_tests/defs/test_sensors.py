@@ -11,7 +11,7 @@ import pytest
 from s3rs_dagster.config import Config
 from s3rs_dagster.core.extract import extract_table
 from s3rs_dagster.defs.assets import build_table_assets
-from s3rs_dagster.defs.io_manager import BatchSummaryIOManager
+from s3rs_dagster.defs.definitions import all_resources
 from s3rs_dagster.defs.sensors import build_sensors
 from s3rs_dagster_tests.conftest import Stack
 from s3rs_dagster_tests.core.conftest import MakeConfig, SourceDb
@@ -29,8 +29,8 @@ def orders_config(source_db: SourceDb, make_config: MakeConfig, stack: Stack) ->
     drop_schema(config, stack)
 
 
-def evaluate(sensor: dg.SensorDefinition, cursor: str | None) -> dg.SensorResult:
-    with dg.build_sensor_context(cursor=cursor) as context:
+def evaluate(sensor: dg.SensorDefinition, cursor: str | None, config: Config) -> dg.SensorResult:
+    with dg.build_sensor_context(cursor=cursor, resources=all_resources(config)) as context:
         result = sensor(context)
     assert isinstance(result, dg.SensorResult)
     return result
@@ -41,20 +41,20 @@ def test_new_files_request_one_load_per_partition_and_the_load_runs_from_the_man
 ) -> None:
     [assets] = build_table_assets(orders_config)
     [sensor] = build_sensors(orders_config, [assets])
-    assert evaluate(sensor, None).skip_reason
+    assert evaluate(sensor, None, orders_config).skip_reason
     upsert(source_db, range(1, 4), DAY + timedelta(hours=1), "row")
     upsert(source_db, range(11, 14), DAY + timedelta(days=1, hours=1), "row")
     for partition in ("2025-03-01", "2025-03-02"):
         assert extract_table(orders_config, "p", "orders", partition=partition).ok
-    first = evaluate(sensor, None)
+    first = evaluate(sensor, None, orders_config)
     assert [request.partition_key for request in first.run_requests] == [
         "2025-03-01",
         "2025-03-02",
     ]
-    assert evaluate(sensor, first.cursor).run_requests == []
+    assert evaluate(sensor, first.cursor, orders_config).run_requests == []
     upsert(source_db, [14], DAY + timedelta(days=1, hours=2), "late")
     assert extract_table(orders_config, "p", "orders", partition="2025-03-02").rows == 1
-    second = evaluate(sensor, first.cursor)
+    second = evaluate(sensor, first.cursor, orders_config)
     assert [request.partition_key for request in second.run_requests] == ["2025-03-02"]
     assert second.run_requests[0].run_key not in {r.run_key for r in first.run_requests}
 
@@ -62,7 +62,7 @@ def test_new_files_request_one_load_per_partition_and_the_load_runs_from_the_man
         [assets.batches, assets.warehouse],
         selection=[assets.warehouse.key],
         partition_key="2025-03-02",
-        resources={"io_manager": BatchSummaryIOManager(config_path=str(orders_config.source_file))},
+        resources=all_resources(orders_config),
     )
     assert result.success
     assert [row["id"] for row in target_rows(orders_config, stack)] == [1, 2, 3, 11, 12, 13, 14]

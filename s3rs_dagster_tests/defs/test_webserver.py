@@ -21,6 +21,9 @@ WEBSERVER = Path(sys.executable).parent / "dagster-webserver"
 QUERY = """{ repositoriesOrError { ... on RepositoryConnection { nodes { location { name }
   sensors { name } assetNodes { assetKey { path }
   assetChecksOrError { ... on AssetChecks { checks { name } } } } } } } }"""
+RESOURCES = """{ allTopLevelResourceDetailsOrError(repositorySelector:
+  {repositoryLocationName: "s3rs_dagster", repositoryName: "__repository__"}) {
+  ... on ResourceDetailsList { results { name configuredValues { key value type } } } } }"""
 
 
 def free_port() -> int:
@@ -66,6 +69,7 @@ def test_graphql_lists_every_asset_check_and_sensor_of_the_shipped_pipelines(
         while True:
             try:
                 answer = graphql(port, QUERY)
+                resources = graphql(port, RESOURCES)
                 break
             except OSError:
                 assert server.poll() is None, "dagster-webserver exited"
@@ -79,10 +83,29 @@ def test_graphql_lists_every_asset_check_and_sensor_of_the_shipped_pipelines(
     assets = {tuple(node["assetKey"]["path"]): node for node in repository["assetNodes"]}
     assert set(assets) == expected_assets
     for key, node in assets.items():
-        checks = [check["name"] for check in node["assetChecksOrError"]["checks"]]
-        assert checks == (["row_count_matches_state"] if key[2] == "redshift" else [])
+        checks = sorted(check["name"] for check in node["assetChecksOrError"]["checks"])
+        assert checks == (
+            ["row_count_matches_state", "window_rows_match_source"]
+            if key[2] == "redshift"
+            else [
+                "files_match_manifest",
+                "source_schema_unchanged",
+                "watermark_never_moves_backwards",
+            ]
+        )
     sensors = {sensor["name"] for sensor in repository["sensors"]}
     assert sensors == {
         "default_automation_condition_sensor",
         *(f"{pipeline}__{table.replace('.', '_')}__new_files" for pipeline, table, _ in assets),
     }
+
+    details = resources["data"]["allTopLevelResourceDetailsOrError"]["results"]
+    values = {
+        (resource["name"], value["key"]): value
+        for resource in details
+        for value in resource["configuredValues"]
+    }
+    password = values[("source_local_mariadb", "password")]
+    assert (password["type"], password["value"]) == ("ENV_VAR", "MYSQL_PASSWORD")
+    assert os.environ["MYSQL_PASSWORD"] not in json.dumps(resources)
+    assert os.environ["REDSHIFT_PASSWORD"] not in json.dumps(resources)
