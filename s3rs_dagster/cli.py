@@ -12,6 +12,7 @@ import click
 
 from s3rs_dagster import __version__
 from s3rs_dagster.commands.common import LOG_DIR_ENV_VAR, Context, handled
+from s3rs_dagster.commands.demo import demo
 from s3rs_dagster.commands.s3clean import s3clean
 from s3rs_dagster.commands.status import status
 from s3rs_dagster.commands.sync import sync
@@ -90,7 +91,7 @@ def config_validate(obj: Context) -> None:
             )
 
 
-for command in (sync, watermark, watermark_count, s3clean, status):
+for command in (sync, watermark, watermark_count, s3clean, status, demo):
     cli.add_command(command)
 
 

@@ -149,23 +149,11 @@ class SshTunnelConfig(_Model):
         return self
 
 
-class SourceConfig(_Model):
-    """A MySQL/MariaDB server the pipelines read from."""
-
-    type: Literal["mysql"] = "mysql"
-    host: str
-    port: int = Field(default=3306, ge=1, le=65535)
-    database: str
-    username: str
-    password: SecretStr = SecretStr("")
+class _TimeZoned(_Model):
     time_zone: str = Field(
         default="+00:00",
-        description="Session time zone: an offset like '+00:00' or an IANA name like 'UTC'.",
+        description="Zone of DATETIME values: an offset like '+00:00' or an IANA name like 'UTC'.",
     )
-    charset: str = "utf8mb4"
-    connect_timeout_seconds: int = Field(default=15, ge=1)
-    read_timeout_seconds: int | None = Field(default=None, ge=1)
-    ssh_tunnel: SshTunnelConfig = SshTunnelConfig()
 
     @field_validator("time_zone", mode="before")
     @classmethod
@@ -188,6 +176,63 @@ class SourceConfig(_Model):
                 f"'{value}' is neither an offset like '+00:00' nor an IANA zone like 'UTC'"
             ) from None
         return value
+
+
+class SourceConfig(_TimeZoned):
+    """A MySQL/MariaDB server the pipelines read from."""
+
+    type: Literal["mysql"] = "mysql"
+    host: str
+    port: int = Field(default=3306, ge=1, le=65535)
+    database: str
+    username: str
+    password: SecretStr = SecretStr("")
+    charset: str = "utf8mb4"
+    connect_timeout_seconds: int = Field(default=15, ge=1)
+    read_timeout_seconds: int | None = Field(default=None, ge=1)
+    ssh_tunnel: SshTunnelConfig = SshTunnelConfig()
+
+    def describe(self) -> str:
+        """Where the source is, for messages (never the password)."""
+        return f"{self.username}@{self.host}:{self.port}/{self.database}"
+
+
+class SqliteSourceConfig(_TimeZoned):
+    """A SQLite database file (the embedded demo source; relative to the config file).
+
+    DATETIME columns hold ISO text ('YYYY-MM-DD HH:MM:SS[.ffffff]') in `time_zone`.
+    """
+
+    type: Literal["sqlite"]
+    path: Path
+
+    @property
+    def ssh_tunnel(self) -> SshTunnelConfig:
+        """Never tunnelled: the file is local."""
+        return SshTunnelConfig()
+
+    @property
+    def database(self) -> str:
+        return self.path.stem
+
+    def describe(self) -> str:
+        return f"sqlite:{self.path}"
+
+
+SOURCE_TYPES = ("mysql", "sqlite")
+
+
+def _source_tag(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        return value.get("type", "mysql")
+    return getattr(value, "type", None)
+
+
+AnySourceConfig = SourceConfig | SqliteSourceConfig
+SourceConfigUnion = Annotated[
+    Annotated[SourceConfig, Tag("mysql")] | Annotated[SqliteSourceConfig, Tag("sqlite")],
+    Discriminator(_source_tag),
+]
 
 
 class _WarehouseBase(_Model):
@@ -261,7 +306,7 @@ TargetConfig = Annotated[
 
 
 class ConnectionsConfig(_Model):
-    sources: dict[str, SourceConfig] = {}
+    sources: dict[str, SourceConfigUnion] = {}
     targets: dict[str, TargetConfig] = {}
 
 
@@ -529,7 +574,7 @@ class Config(_Model):
     def with_connections(
         self,
         *,
-        sources: Mapping[str, SourceConfig] | None = None,
+        sources: Mapping[str, AnySourceConfig] | None = None,
         targets: Mapping[str, RedshiftTargetConfig | PostgresTargetConfig | DuckdbTargetConfig]
         | None = None,
         storage: StorageConfig | None = None,
@@ -563,7 +608,7 @@ class Config(_Model):
         """(`schema.table`, its config) for a table of a pipeline, found by full or bare name."""
         return self.pipeline(pipeline).table(table, pipeline_name=pipeline, file=self.source_file)
 
-    def source_for(self, pipeline: str) -> SourceConfig:
+    def source_for(self, pipeline: str) -> AnySourceConfig:
         return self.connections.sources[self.pipeline(pipeline).source]
 
     def target_for(
@@ -842,7 +887,7 @@ def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
                 resolved = {}
                 for name, member in members.items():
                     member = tunnel(member)
-                    if group == "targets" and isinstance(member, dict) and "path" in member:
+                    if isinstance(member, dict) and "path" in member:
                         member = {**member, "path": absolute(member["path"])}
                     resolved[name] = member
                 connections[group] = resolved
@@ -901,7 +946,8 @@ def _user_location(loc: tuple[Any, ...], raw: Any) -> tuple[Any, ...]:
     out: list[Any] = []
     node = raw
     for part in loc:
-        if isinstance(node, dict) and part not in node and node.get("type", "redshift") == part:
+        default_type = "mysql" if out[:2] == ["connections", "sources"] else "redshift"
+        if isinstance(node, dict) and part not in node and node.get("type", default_type) == part:
             continue
         if isinstance(node, dict) and part == "schema_" and "schema" in node:
             part = "schema"
@@ -935,9 +981,11 @@ def _describe(error: Any, location: tuple[Any, ...], raw: Any) -> str:
     if kind == "missing":
         return "required key is missing"
     if kind == "union_tag_invalid":
-        tag = _target_tag(_raw_at(raw, location))
-        hint = did_you_mean(str(tag), TARGET_TYPES)
-        return f"type '{tag}' is not supported{hint}; use one of: {', '.join(TARGET_TYPES)}"
+        node = _raw_at(raw, location)
+        types_ = SOURCE_TYPES if "sources" in location else TARGET_TYPES
+        tag = (_source_tag if "sources" in location else _target_tag)(node)
+        hint = did_you_mean(str(tag), types_)
+        return f"type '{tag}' is not supported{hint}; use one of: {', '.join(types_)}"
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         choices = re.findall(r"'([^']*)'", expected)

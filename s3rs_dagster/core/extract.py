@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, nullcontext, suppress
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import pairwise
@@ -30,14 +30,19 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import pymysql.cursors
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from s3rs_dagster.adapters.source import SourceError, explain_source_error, open_source
+from s3rs_dagster.adapters.source import (
+    ConnectionLost,
+    SourceConnection,
+    SourceError,
+    explain_source_error,
+    open_source,
+)
 from s3rs_dagster.adapters.storage import Storage, StorageError, open_storage
-from s3rs_dagster.adapters.tunnel import TUNNELS, TunnelError
-from s3rs_dagster.config import Config, SourceConfig, TableConfig
+from s3rs_dagster.adapters.tunnel import TunnelError
+from s3rs_dagster.config import AnySourceConfig, Config, SqliteSourceConfig, TableConfig
 from s3rs_dagster.core import naming
 from s3rs_dagster.core.cursor import (
     CursorError,
@@ -234,7 +239,7 @@ class _Run:
     pipeline: str
     table: str
     table_config: TableConfig
-    source: SourceConfig
+    source: AnySourceConfig
     source_name: str
     target: str
     storage: Storage
@@ -288,7 +293,7 @@ class _Run:
             self.spec = resolve_cursor(source_table, self.table_config)
             if self.partition is not None:
                 self._open_window()
-            connection = _RawConnection(raw, self.source, self.source_name)
+            connection = SourceConnection(raw, self.source, self.source_name)
             stack.callback(connection.close)
             if dry_run:
                 self._dry_run(connection)
@@ -301,7 +306,7 @@ class _Run:
                 raise
             self._finish(error=None)
 
-    def _start(self, connection: _RawConnection) -> None:
+    def _start(self, connection: SourceConnection) -> None:
         state = self.watermark.mysql_state
         mapping = self.plan.column_mapping
         if self.watermark.schema_fingerprint not in (None, self.plan.fingerprint):
@@ -375,7 +380,7 @@ class _Run:
             )
             self.window_cursor = highest.cursor_max
 
-    def _extract(self, connection: _RawConnection) -> None:
+    def _extract(self, connection: SourceConnection) -> None:
         self.upper = self._upper_bound(connection)
         caught_up = self._lane(connection, null_lane=False)
         if self.window is not None:
@@ -394,7 +399,7 @@ class _Run:
         elif self.spec.timestamp is not None and self.spec.keys:
             self._lane(connection, null_lane=True)
 
-    def _lane(self, connection: _RawConnection, *, null_lane: bool) -> bool:
+    def _lane(self, connection: SourceConnection, *, null_lane: bool) -> bool:
         """Run chunks until the lane is caught up (True) or --max-chunks stops it (False)."""
         while self._chunk_allowed():
             if self._chunk(connection, null_lane=null_lane):
@@ -419,7 +424,7 @@ class _Run:
             return False
         return True
 
-    def _chunk(self, connection: _RawConnection, *, null_lane: bool) -> bool:
+    def _chunk(self, connection: SourceConnection, *, null_lane: bool) -> bool:
         """Extract one chunk; True when it reached the end of the lane."""
         self.chunks_done += 1
         for attempt in range(CONNECTION_RETRIES + 1):
@@ -427,7 +432,7 @@ class _Run:
                 # Built anew on each attempt: a retried chunk starts after the last commit.
                 query = self._chunk_query(connection, null_lane)
                 return self._stream_chunk(connection, query, null_lane)
-            except _ConnectionLost as lost:
+            except ConnectionLost as lost:
                 if attempt == CONNECTION_RETRIES:
                     raise SourceError(
                         f"lost the connection to the source ({_endpoint(self.source)}) "
@@ -473,7 +478,7 @@ class _Run:
             params.append(parameter(spec.keys[0], self.upper))
         return conditions, params
 
-    def _chunk_query(self, connection: _RawConnection, null_lane: bool) -> _Query:
+    def _chunk_query(self, connection: SourceConnection, null_lane: bool) -> _Query:
         spec = self.spec
         order = spec.keys if null_lane else spec.order_columns
         conditions, params = self._where(null_lane)
@@ -505,7 +510,7 @@ class _Run:
     def _table_sql(self) -> str:
         return f"{quote_mysql(self.plan.source.schema)}.{quote_mysql(self.plan.source.name)}"
 
-    def _stream_chunk(self, connection: _RawConnection, query: _Query, null_lane: bool) -> bool:
+    def _stream_chunk(self, connection: SourceConnection, query: _Query, null_lane: bool) -> bool:
         """Stream one chunk into files; True when it reached the end of the lane."""
         width = len(self.plan.columns)
         total = 0
@@ -540,9 +545,9 @@ class _Run:
             midnight = datetime.combine(start, datetime.min.time(), UTC)
         return timestamp_text(midnight, self.spec, self.zone)
 
-    def _upper_bound(self, connection: _RawConnection) -> str | None:
+    def _upper_bound(self, connection: SourceConnection) -> str | None:
         if self.spec.timestamp is not None:
-            now_text = connection.scalar("SELECT UTC_TIMESTAMP(6)", [])
+            now_text = connection.scalar(connection.utc_now_sql, [])
             now = datetime.fromisoformat(str(now_text)).replace(tzinfo=UTC)
             self.upper_at = now - timedelta(seconds=self.table_config.cdc_lag_seconds)
             return timestamp_text(self.upper_at, self.spec, self.zone)
@@ -552,7 +557,7 @@ class _Run:
             return None if value is None else str(value)
         return None
 
-    def _count_window(self, connection: _RawConnection) -> WindowCount:
+    def _count_window(self, connection: SourceConnection) -> WindowCount:
         window, spec, upper_at = self.window, self.spec, self.upper_at
         assert window is not None and spec.timestamp is not None and upper_at is not None
         ts = quote_mysql(spec.timestamp.name)
@@ -579,7 +584,7 @@ class _Run:
             changed_since=int(changed),
         )
 
-    def _report_rows_outside(self, connection: _RawConnection) -> None:
+    def _report_rows_outside(self, connection: SourceConnection) -> None:
         """Warn, every run, about rows the timestamp cursor can never reach."""
         spec = self.spec
         if spec.timestamp is None:
@@ -607,7 +612,7 @@ class _Run:
                     "set an earlier start_date to include them"
                 )
 
-    def _dry_run(self, connection: _RawConnection) -> None:
+    def _dry_run(self, connection: SourceConnection) -> None:
         self.upper = self._upper_bound(connection)
         conditions, params = self._where(null_lane=False)
         pending = int(
@@ -747,87 +752,14 @@ def _where_sql(conditions: list[str]) -> str:
     return f" WHERE {' AND '.join(conditions)}" if conditions else ""
 
 
-def _endpoint(source: SourceConfig) -> str:
+def _endpoint(source: AnySourceConfig) -> str:
+    if isinstance(source, SqliteSourceConfig):
+        return source.describe()
     where = f"{source.host}:{source.port}"
     if source.ssh_tunnel.enabled:
         tunnel = source.ssh_tunnel
         where += f" via SSH bastion {tunnel.username}@{tunnel.host}:{tunnel.port}"
     return where
-
-
-class _ConnectionLost(Exception):
-    """The source connection (or its tunnel) dropped; the chunk may be retried."""
-
-
-class _RawConnection:
-    """A DBAPI connection without result decoders, in autocommit, with a UTC session."""
-
-    def __init__(self, engine: Engine, source: SourceConfig, name: str) -> None:
-        self.engine = engine
-        self.source = source
-        self.name = name
-        self._connection: Any = None
-        self._open()
-
-    def _open(self) -> None:
-        try:
-            if self.source.ssh_tunnel.enabled:
-                TUNNELS.revive(self.source.ssh_tunnel, self.source.host, self.source.port)
-            self._connection = self.engine.raw_connection()
-            with self._connection.cursor() as cursor:
-                # Every chunk is its own statement: no snapshot is held open between chunks,
-                # and TIMESTAMP values print in UTC, unambiguous across DST changes.
-                cursor.execute("SET SESSION time_zone = '+00:00'")
-                cursor.execute("SET SESSION autocommit = 1")
-        except DBAPIError as exc:
-            raise explain_source_error(exc, self.source, self.name) from None
-
-    def reconnect(self) -> None:
-        """Drop the connection and open a new one (through a revived tunnel if need be)."""
-        self.close()
-        self.engine.dispose()
-        try:
-            self._open()
-        except (SourceError, TunnelError) as exc:
-            raise _ConnectionLost(str(exc)) from None
-
-    def close(self) -> None:
-        if self._connection is not None:
-            with suppress(Exception):  # closing a dead connection may fail any way
-                self._connection.close()
-            self._connection = None
-
-    def scalar(self, sql: str, params: list[object]) -> Any:
-        with self._connection.cursor() as cursor:
-            self._execute(cursor, sql, params)
-            row = cursor.fetchone()
-        return None if row is None else row[0]
-
-    def stream(self, sql: str, params: list[object], size: int) -> Iterator[list[tuple[Any, ...]]]:
-        cursor = self._connection.cursor(pymysql.cursors.SSCursor)
-        try:
-            self._execute(cursor, sql, params)
-            while True:
-                try:
-                    rows = cursor.fetchmany(size)
-                except pymysql.err.OperationalError as exc:
-                    raise _ConnectionLost(str(exc)) from None
-                if not rows:
-                    return
-                yield rows
-        finally:
-            with suppress(Exception):  # the connection may be gone already
-                cursor.close()
-
-    def _execute(self, cursor: Any, sql: str, params: list[object]) -> None:
-        try:
-            cursor.execute(sql, params)
-        except pymysql.err.OperationalError as exc:
-            if exc.args and exc.args[0] in _CONNECTION_LOST:
-                raise _ConnectionLost(str(exc)) from None
-            raise SourceError(f"query on the source failed: {exc}") from None
-        except pymysql.err.MySQLError as exc:
-            raise SourceError(f"query on the source failed: {exc}") from None
 
 
 class _PartitionedWriter:
@@ -912,7 +844,7 @@ def _partition_labels(column: pa.Array, granularity: str, spec: CursorSpec) -> p
     return pc.fill_null(labels, naming.NO_PARTITION)
 
 
-def _reflect(engine: Engine, table: str, source: SourceConfig, source_name: str) -> SourceTable:
+def _reflect(engine: Engine, table: str, source: AnySourceConfig, source_name: str) -> SourceTable:
     """The table's schema; the first contact with the source, so connection errors surface here."""
     schema, _, name = table.partition(".")
     try:

@@ -174,6 +174,8 @@ def reflect_table(connection: sa.engine.Connection, schema: str, table: str) -> 
     MariaDB stores JSON as LONGTEXT with a `json_valid(`col`)` CHECK constraint; such columns
     (and MySQL's native JSON) get `is_json`.
     """
+    if connection.dialect.name == "sqlite":
+        return _reflect_sqlite(connection, schema, table)
     params = {"schema": schema, "table": table}
     rows = connection.execute(_COLUMNS_SQL, params).all()
     if not rows:
@@ -187,6 +189,77 @@ def reflect_table(connection: sa.engine.Connection, schema: str, table: str) -> 
     columns = tuple(_source_column(row, json_columns) for row in rows)
     primary_key = tuple(str(name) for (name,) in connection.execute(_PRIMARY_KEY_SQL, params))
     return SourceTable(schema=schema, name=table, columns=columns, primary_key=primary_key)
+
+
+_SQLITE_TYPE = re.compile(r"\s*([A-Za-z ]+?)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*$")
+
+
+def _reflect_sqlite(connection: sa.engine.Connection, schema: str, table: str) -> SourceTable:
+    """A SQLite table (the demo source) described as the MySQL column it stands for.
+
+    SQLite keeps a declared type per column; it is read the way MySQL would read the same
+    declaration (INTEGER -> bigint, DECIMAL(p,s), VARCHAR(n), DATETIME as microsecond text...).
+    """
+    quoted = quote_mysql(schema) + "." if schema != "main" else ""
+    rows = connection.exec_driver_sql(f"PRAGMA {quoted}table_info({quote_mysql(table)})").all()
+    if not rows:
+        tables = [
+            str(name)
+            for (name,) in connection.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+            )
+        ]
+        raise SchemaError(
+            f"table {quote_mysql(schema)}.{quote_mysql(table)} does not exist in the SQLite "
+            f"source{did_you_mean(table, tables)}; SQLite tables are named main.<table>"
+        )
+    columns = []
+    keyed: list[tuple[int, str]] = []
+    for cid, name, declared, notnull, _default, pk in rows:
+        columns.append(_sqlite_column(int(cid) + 1, str(name), str(declared or ""), not notnull))
+        if pk:
+            keyed.append((int(pk), str(name)))
+    primary_key = tuple(name for _, name in sorted(keyed))
+    return SourceTable(schema=schema, name=table, columns=tuple(columns), primary_key=primary_key)
+
+
+def _sqlite_column(ordinal: int, name: str, declared: str, nullable: bool) -> SourceColumn:
+    match = _SQLITE_TYPE.fullmatch(declared)
+    base = (match.group(1) if match else declared).lower()
+    size = int(match.group(2)) if match and match.group(2) else None
+    scale = int(match.group(3)) if match and match.group(3) else None
+    precision = datetime_precision = length = None
+    if base in ("tinyint", "boolean", "bool") and (size == 1 or base != "tinyint"):
+        data_type, column_type = "tinyint", "tinyint(1)"
+    elif "int" in base:
+        data_type, column_type = "bigint", "bigint"
+    elif base in ("decimal", "numeric") and size is not None:
+        data_type, precision, scale = "decimal", size, scale or 0
+        column_type = f"decimal({precision},{scale})"
+    elif base in ("real", "double", "double precision", "float", "numeric", "decimal"):
+        data_type, column_type = "double", "double"
+    elif base in ("datetime", "timestamp"):
+        data_type, column_type, datetime_precision = "datetime", "datetime(6)", 6
+    elif base == "date":
+        data_type = column_type = "date"
+    elif base in ("char", "varchar", "character", "nvarchar", "nchar") and size is not None:
+        data_type, length, column_type = "varchar", size, f"varchar({size})"
+    elif base == "blob":
+        data_type = column_type = "blob"
+    else:  # TEXT, CLOB, JSON, or no declared type: SQLite's text
+        data_type, length, column_type = "text", 65_535, "text"
+    return SourceColumn(
+        name=name,
+        ordinal=ordinal,
+        data_type=data_type,
+        column_type=column_type,
+        nullable=nullable,
+        numeric_precision=precision,
+        numeric_scale=scale if data_type == "decimal" else None,
+        datetime_precision=datetime_precision,
+        char_max_length=length,
+        is_json=base == "json",
+    )
 
 
 def _source_column(row: sa.Row, json_columns: set[str]) -> SourceColumn:

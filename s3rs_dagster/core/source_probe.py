@@ -9,22 +9,24 @@ query in a UTC session over the raw text protocol, as extraction does.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
 
-import pymysql
 from sqlalchemy.exc import DBAPIError
 
-from s3rs_dagster.adapters.source import SourceError, explain_source_error, open_source
-from s3rs_dagster.config import Config, SourceConfig, TableConfig
+from s3rs_dagster.adapters.source import (
+    ConnectionLost,
+    SourceConnection,
+    SourceError,
+    explain_source_error,
+    open_source,
+)
+from s3rs_dagster.config import Config, TableConfig
 from s3rs_dagster.core.cursor import CursorSpec, resolve_cursor, zone_of
 from s3rs_dagster.core.schema import SourceTable, quote_mysql, reflect_table
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,21 +37,18 @@ class SourceProbe:
     spec: CursorSpec
     zone: tzinfo
     table_config: TableConfig
-    _connection: Any
+    _connection: SourceConnection
 
     @property
     def table_sql(self) -> str:
         return f"{quote_mysql(self.table.schema)}.{quote_mysql(self.table.name)}"
 
     def rows(self, sql: str, params: list[object]) -> list[tuple[Any, ...]]:
-        """Run a query; values arrive as the server's text (as the extract stage reads them)."""
-        logger.debug("source SQL: %s %s", sql, params)
+        """Run a query; values arrive as text (as the extract stage reads them)."""
         try:
-            with self._connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                return list(cursor.fetchall())
-        except pymysql.err.MySQLError as exc:
-            raise SourceError(f"query on the source failed: {exc}") from None
+            return self._connection.rows(sql, params)
+        except ConnectionLost as exc:
+            raise SourceError(f"lost the connection to the source: {exc}") from None
 
     def count(self, conditions: list[str], params: list[object]) -> int:
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
@@ -61,18 +60,16 @@ def probe_source(config: Config, pipeline: str, table: str) -> Iterator[SourcePr
     """Reflect `table` and resolve its cursor; yield a probe holding a UTC raw connection."""
     table_key, table_config = config.table(pipeline, table)
     source_name = config.pipeline(pipeline).source
-    source: SourceConfig = config.connections.sources[source_name]
+    source = config.connections.sources[source_name]
     schema, _, name = table_key.partition(".")
     with open_source(source) as meta, open_source(source, raw_text=True) as raw:
         try:
             with meta.connect() as connection:
                 reflected = reflect_table(connection, schema, name)
-            connection_raw = raw.raw_connection()
         except DBAPIError as exc:
             raise explain_source_error(exc, source, source_name) from None
+        connection_raw = SourceConnection(raw, source, source_name)
         try:
-            with connection_raw.cursor() as cursor:
-                cursor.execute("SET SESSION time_zone = '+00:00'")
             yield SourceProbe(
                 table=reflected,
                 spec=resolve_cursor(reflected, table_config),

@@ -6,9 +6,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy.exc import DBAPIError
-
-from s3rs_dagster.adapters.source import explain_source_error
 from s3rs_dagster.adapters.storage import Storage, open_storage
 from s3rs_dagster.config import Config
 from s3rs_dagster.core.extract import ExtractReport, ProgressCallback, extract_table
@@ -50,29 +47,20 @@ def sync_pipeline(
     pipeline_config = config.pipeline(pipeline)
     names = [config.table(pipeline, name)[0] for name in (tables or pipeline_config.tables)]
     storage = storage or open_storage(config.storage)
-    source_name = pipeline_config.source
 
     def one(table: str) -> TableRun:
         run = TableRun(table)
         if extract:
-            try:
-                run.extract = extract_table(
-                    config,
-                    pipeline,
-                    table,
-                    limit=limit,
-                    max_chunks=max_chunks,
-                    dry_run=dry_run,
-                    storage=storage,
-                    progress=progress,
-                )
-            except DBAPIError as exc:
-                # The first connection (schema reflection) can fail outside the extract
-                # stage's own error handling; it is the table's failure, not the run's.
-                error = explain_source_error(exc, config.source_for(pipeline), source_name)
-                run.extract = ExtractReport(
-                    pipeline, table, run_id="", status="failed", error=str(error)
-                )
+            run.extract = extract_table(
+                config,
+                pipeline,
+                table,
+                limit=limit,
+                max_chunks=max_chunks,
+                dry_run=dry_run,
+                storage=storage,
+                progress=progress,
+            )
         if load:
             run.load = load_table(
                 config,

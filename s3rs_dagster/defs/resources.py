@@ -1,5 +1,5 @@
-"""Dagster resources for the connections of pipelines.yaml: SSH tunnel, MySQL source, storage
-and warehouse.
+"""Dagster resources for the connections of pipelines.yaml: SSH tunnel, MySQL (or the demo's
+SQLite) source, storage and warehouse.
 
 Each resource mirrors one section of pipelines.yaml and turns back into the validated config
 model the core takes (`*_config()`), so a value overridden in Dagster (the launchpad, a
@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
@@ -32,6 +33,7 @@ from s3rs_dagster.adapters.warehouse import Warehouse, open_warehouse
 from s3rs_dagster.config import (
     Config,
     SourceConfig,
+    SqliteSourceConfig,
     SshTunnelConfig,
     StorageConfig,
     TargetConfig,
@@ -111,6 +113,22 @@ class MySQLSourceResource(dg.ConfigurableResource):
             yield engine
 
 
+class SQLiteSourceResource(dg.ConfigurableResource):
+    """A SQLite database file (the embedded demo source)."""
+
+    path: str
+    time_zone: str = "+00:00"
+
+    def source_config(self) -> SqliteSourceConfig:
+        return SqliteSourceConfig(type="sqlite", path=Path(self.path), time_zone=self.time_zone)
+
+    @contextmanager
+    def get_engine(self) -> Iterator[Engine]:
+        """A read-only SQLAlchemy engine on the file, disposed on exit."""
+        with open_source(self.source_config()) as engine:
+            yield engine
+
+
 class StorageResource(dg.ConfigurableResource):
     """Where Parquet files and state live. For s3:// the endpoint, region and credentials are
     dagster-aws' `S3Resource` (its client also lists new files for the sensors)."""
@@ -178,7 +196,7 @@ def runtime_config(
     config: Config,
     *,
     storage: StorageResource,
-    sources: dict[str, MySQLSourceResource] | None = None,
+    sources: dict[str, MySQLSourceResource | SQLiteSourceResource] | None = None,
     warehouses: dict[str, WarehouseResource] | None = None,
 ) -> Config:
     """pipelines.yaml with the resources' connections (by configured name) in its place."""
@@ -193,6 +211,11 @@ def resources_for(config: Config) -> dict[str, dg.ConfigurableResource]:
     """One resource per configured source and target, and the storage, keyed for the assets."""
     resources: dict[str, dg.ConfigurableResource] = {STORAGE_KEY: _storage(config)}
     for name, source in config.connections.sources.items():
+        if isinstance(source, SqliteSourceConfig):
+            resources[source_key(name)] = SQLiteSourceResource(
+                path=str(source.path), time_zone=source.time_zone
+            )
+            continue
         path = ("connections", "sources", name)
         settings = source.model_dump(exclude={"type", "ssh_tunnel", "password"})
         resources[source_key(name)] = MySQLSourceResource(

@@ -14,8 +14,8 @@ run loads them.
 
 No `from __future__ import annotations`: Dagster reads the resource parameter's annotation.
 
-Local storage gets no sensor: there is no S3 to list, and such set-ups run the assets (or
-`s3rs sync`) on a schedule of their own.
+On local storage (the embedded default) the sensor lists the folder through the storage
+adapter instead; it reads every file's checksum, so it suits the demo and small set-ups.
 """
 
 import hashlib
@@ -36,9 +36,7 @@ MINIMUM_INTERVAL_SECONDS = 60
 
 
 def build_sensors(config: Config, tables: list[TableAssets]) -> list[dg.SensorDefinition]:
-    """One sensor per table; none when storage is local (see the module docstring)."""
-    if not config.storage.is_s3:
-        return []
+    """One sensor per table."""
     return [_new_files_sensor(config, assets) for assets in tables]
 
 
@@ -54,9 +52,31 @@ def partition_of(key: str) -> str | None:
 
 def _new_files_sensor(config: Config, assets: TableAssets) -> dg.SensorDefinition:
     storage_config = config.storage
+    table_prefix = naming.table_prefix(assets.pipeline, assets.table)
     root = f"{storage_config.prefix}/" if storage_config.prefix else ""
-    prefix = root + naming.table_prefix(assets.pipeline, assets.table)
+    prefix = root + table_prefix
     partitions_def = assets.partitions_def
+
+    def objects_since(
+        storage: StorageResource, since: datetime | None
+    ) -> list[tuple[datetime, str]]:
+        """(LastModified, key) of the objects under the table's prefix, from `since` on."""
+        if storage_config.is_s3:
+            found = get_objects(
+                str(storage_config.bucket),
+                prefix=prefix,
+                # get_objects excludes its bound; objects sharing the cursor's second are
+                # kept and filtered on (LastModified, key) by the caller.
+                since_last_modified=since - timedelta(microseconds=1) if since else None,
+                client=storage.s3.get_client(),
+            )
+            return [(obj["LastModified"], obj["Key"]) for obj in found]
+        listing = storage.get_storage().list(table_prefix)
+        return [
+            (obj.last_modified, obj.key)
+            for obj in listing
+            if since is None or obj.last_modified >= since
+        ]
 
     @dg.sensor(
         name=sensor_name(assets.pipeline, assets.table),
@@ -70,19 +90,10 @@ def _new_files_sensor(config: Config, assets: TableAssets) -> dg.SensorDefinitio
         s3rs_storage: StorageResource,
     ) -> dg.SensorResult:
         position = _read_cursor(context.cursor)
-        objects = get_objects(
-            str(storage_config.bucket),
-            prefix=prefix,
-            # get_objects excludes its bound; objects sharing the cursor's second are kept
-            # and filtered on (LastModified, key) below.
-            since_last_modified=position[0] - timedelta(microseconds=1) if position else None,
-            client=s3rs_storage.s3.get_client(),
-        )
         new = [
-            (obj["LastModified"], obj["Key"])
-            for obj in objects
-            if obj["Key"].endswith(".parquet")
-            and (position is None or (obj["LastModified"], obj["Key"]) > position)
+            (modified, key)
+            for modified, key in objects_since(s3rs_storage, position[0] if position else None)
+            if key.endswith(".parquet") and (position is None or (modified, key) > position)
         ]
         if not new:
             return dg.SensorResult(skip_reason="no new files")

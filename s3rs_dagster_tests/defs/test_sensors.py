@@ -66,8 +66,3 @@ def test_new_files_request_one_load_per_partition_and_the_load_runs_from_the_man
     )
     assert result.success
     assert [row["id"] for row in target_rows(orders_config, stack)] == [1, 2, 3, 11, 12, 13, 14]
-
-
-def test_local_storage_gets_no_sensor(make_config: MakeConfig) -> None:
-    config = make_config({"orders": HYBRID}, local_storage=True)
-    assert build_sensors(config, build_table_assets(config)) == []
