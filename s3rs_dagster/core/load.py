@@ -186,10 +186,10 @@ class _Load:
                 info.key: info
                 for info in self.storage.list(naming.table_prefix(self.pipeline, self.table))
             }
-            if adopt_strays:
-                candidates += self._adopt(candidates, listing)
             with self.warehouse.connect(read_only=dry_run) as session:
                 loaded = self._ledger(session, create=not dry_run)
+                if adopt_strays:
+                    candidates += self._adopt(candidates, listing, loaded)
                 chosen = self._choose(watermark, candidates, listing, loaded)
                 if dry_run:
                     self.report.status = "dry_run"
@@ -270,7 +270,9 @@ class _Load:
                 continue
             self._decide(entry, True, f"after the cutoff ({effective.isoformat()})")
             chosen.append(entry)
-        listed = {entry.key for entry in candidates}
+        # A file the ledger holds is loaded, whoever wrote it: not a stray (e.g. the existing
+        # tool's files recorded by `s3rs watermark import`).
+        listed = {entry.key for entry in candidates} | loaded.keys()
         for key in sorted(listing):
             if key.endswith(".parquet") and key not in listed:
                 self.report.strays.append(key)
@@ -297,10 +299,14 @@ class _Load:
         return chosen
 
     def _adopt(
-        self, candidates: list[FileEntry], listing: dict[str, ObjectInfo]
+        self, candidates: list[FileEntry], listing: dict[str, ObjectInfo], loaded: dict[str, int]
     ) -> list[FileEntry]:
-        """List the strays s3rs wrote in a manifest of their own, so they load like the rest."""
-        listed = {entry.key for entry in candidates}
+        """List the strays s3rs wrote in a manifest of their own, so they load like the rest.
+
+        Files the ledger already holds (loaded, e.g. imported from the existing tool) are not
+        strays and are never adopted.
+        """
+        listed = {entry.key for entry in candidates} | loaded.keys()
         strays = [key for key in sorted(listing) if key.endswith(".parquet") and key not in listed]
         if not strays:
             return []
@@ -450,46 +456,17 @@ class _Load:
     # ------------------------------------------------------------------ ledger
 
     def _ledger(self, session: Session, *, create: bool) -> dict[str, int]:
-        ledger = qualified(self.warehouse.schema, LEDGER_TABLE)
-        if session.columns(self.warehouse.schema, LEDGER_TABLE) is None:
-            if not create:
-                return {}
-            session.ensure_schema(self.warehouse.schema)
-            session.ddl(
-                f"CREATE TABLE IF NOT EXISTS {ledger} (pipeline VARCHAR(256), "
-                "source_table VARCHAR(1024), target_table VARCHAR(1024), "
-                "file_key VARCHAR(4096), file_rows BIGINT, run_id VARCHAR(64), "
-                "loaded_at TIMESTAMP)"
-            )
-        p = session.placeholder
-        rows = session.query(
-            f"SELECT file_key, file_rows FROM {ledger} WHERE pipeline = {p} AND source_table = {p}",
-            (self.pipeline, self.table),
-        )
-        return {key: int(count) for key, count in rows}
+        return read_ledger(session, self.warehouse.schema, self.pipeline, self.table, create=create)
 
     def _insert_ledger(self, session: Session, files: list[FileEntry]) -> None:
-        ledger = qualified(self.warehouse.schema, LEDGER_TABLE)
-        p = session.placeholder
-        now = utc_now().replace(tzinfo=None)
-        for chunk in batched(files, 200):
-            values = ", ".join(f"({p}, {p}, {p}, {p}, {p}, {p}, {p})" for _ in chunk)
-            params: list[Any] = []
-            for entry in chunk:
-                params += [
-                    self.pipeline,
-                    self.table,
-                    self.report.target_table,
-                    entry.key,
-                    entry.rows,
-                    entry.run_id,
-                    now,
-                ]
-            session.execute(
-                f"INSERT INTO {ledger} (pipeline, source_table, target_table, file_key, "
-                f"file_rows, run_id, loaded_at) VALUES {values}",
-                params,
-            )
+        insert_ledger_rows(
+            session,
+            self.warehouse.schema,
+            self.pipeline,
+            self.table,
+            self.report.target_table,
+            [(entry.key, entry.rows, entry.run_id) for entry in files],
+        )
 
     # ------------------------------------------------------------------ watermark
 
@@ -563,6 +540,57 @@ def _fields(schema: pa.Schema, entry: FileEntry) -> list[tuple[str, WarehouseTyp
             )
         fields.append((field_.name, WarehouseType.parse(kind)))
     return fields
+
+
+# ---------------------------------------------------------------------- the ledger
+
+
+def read_ledger(
+    session: Session, schema: str, pipeline: str, table: str, *, create: bool
+) -> dict[str, int]:
+    """{file key: rows} the ledger records for a pipeline's source table; with create, the
+    ledger table (and its schema) is made when absent, else an absent ledger reads as empty."""
+    ledger = qualified(schema, LEDGER_TABLE)
+    if session.columns(schema, LEDGER_TABLE) is None:
+        if not create:
+            return {}
+        session.ensure_schema(schema)
+        session.ddl(
+            f"CREATE TABLE IF NOT EXISTS {ledger} (pipeline VARCHAR(256), "
+            "source_table VARCHAR(1024), target_table VARCHAR(1024), "
+            "file_key VARCHAR(4096), file_rows BIGINT, run_id VARCHAR(64), "
+            "loaded_at TIMESTAMP)"
+        )
+    p = session.placeholder
+    rows = session.query(
+        f"SELECT file_key, file_rows FROM {ledger} WHERE pipeline = {p} AND source_table = {p}",
+        (pipeline, table),
+    )
+    return {key: int(count) for key, count in rows}
+
+
+def insert_ledger_rows(
+    session: Session,
+    schema: str,
+    pipeline: str,
+    table: str,
+    target_table: str,
+    files: Sequence[tuple[str, int, str]],
+) -> None:
+    """Record files (key, rows, run id) as loaded, inside the caller's transaction."""
+    ledger = qualified(schema, LEDGER_TABLE)
+    p = session.placeholder
+    now = utc_now().replace(tzinfo=None)
+    for chunk in batched(files, 200):
+        values = ", ".join(f"({p}, {p}, {p}, {p}, {p}, {p}, {p})" for _ in chunk)
+        params: list[Any] = []
+        for key, rows, run_id in chunk:
+            params += [pipeline, table, target_table, key, rows, run_id, now]
+        session.execute(
+            f"INSERT INTO {ledger} (pipeline, source_table, target_table, file_key, "
+            f"file_rows, run_id, loaded_at) VALUES {values}",
+            params,
+        )
 
 
 # ---------------------------------------------------------------------- the shared SQL

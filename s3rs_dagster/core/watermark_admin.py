@@ -200,7 +200,7 @@ def set_watermark(
     notes: list[str] = []
     with probe_source(config, pipeline, table_key) as probe:
         moment = parse_timestamp(timestamp, probe.zone) if timestamp else None
-        cursor = _cursor_at(probe, moment, id_value, notes)
+        cursor = cursor_at(probe, moment, id_value, notes)
     target = config.pipeline(pipeline).target
     store = WatermarkStore(storage, pipeline, table_key, target)
     with _holding(storage, pipeline, table_key, "watermark set"):
@@ -225,9 +225,11 @@ def set_watermark(
     return WatermarkChange(pipeline, table_key, store.uri, before, summary(watermark), notes)
 
 
-def _cursor_at(
+def cursor_at(
     probe: SourceProbe, moment: datetime | None, id_value: str | None, notes: list[str]
 ) -> Cursor | None:
+    """The extraction cursor for "resume at `moment`" (or after (moment, id)), in the extract
+    stage's terms; appends what it decided to `notes`. Used by `set` and `watermark import`."""
     spec = probe.spec
     if spec.timestamp is None:  # id_only
         if id_value is None:
