@@ -2,8 +2,9 @@
 
 The parent samples /proc every 50 ms: the child's PID and all its descendants (through
 /proc/<pid>/task/<tid>/children), summing their resident set sizes, and keeps the highest sum.
-Sampling can miss a spike shorter than 50 ms; the child's own ru_maxrss (from wait4) is kept
-too, as a lower bound that never misses its own peak.
+Sampling can miss a spike shorter than 50 ms. (ru_maxrss from wait4 is no substitute: Linux
+carries the forking parent's high-water mark into the child across fork and exec, so it reports
+the harness's own size for a small child.)
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ class Measured:
 
     seconds: float
     peak_rss_bytes: int
-    max_rss_self_bytes: int
     samples: int
     returncode: int
     stdout: str
@@ -133,8 +133,7 @@ def run_measured(
         reader.start()
     timer = threading.Timer(timeout, process.kill)
     timer.start()
-    # wait4 reaps the child and returns its own peak RSS (ru_maxrss, kilobytes on Linux).
-    _, status, usage = os.wait4(process.pid, 0)
+    _, status = os.waitpid(process.pid, 0)
     seconds = time.monotonic() - started
     timer.cancel()
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -146,8 +145,7 @@ def run_measured(
     text = chunks.get("out", b"").decode(errors="replace")
     measured = Measured(
         seconds=seconds,
-        peak_rss_bytes=max(sampler.peak, usage.ru_maxrss * 1024),
-        max_rss_self_bytes=usage.ru_maxrss * 1024,
+        peak_rss_bytes=sampler.peak,
         samples=sampler.samples,
         returncode=process.returncode,
         stdout=text,

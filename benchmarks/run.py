@@ -392,7 +392,6 @@ def _measured_fields(measured: Measured) -> dict[str, Any]:
     return {
         "seconds": measured.seconds,
         "peak_rss_mb": measured.peak_rss_bytes / 1e6,
-        "max_single_process_rss_mb": measured.max_rss_self_bytes / 1e6,
         "rss_samples": measured.samples,
         "returncode": measured.returncode,
         "result": measured.result,
@@ -412,6 +411,24 @@ def _micro_ready(env: dict[str, str], config: Path, table: str, files: int) -> b
     ).load()
     state = watermark.mysql_state
     return state.status == "success" and state.total_rows == files
+
+
+def _git_state() -> dict[str, Any]:
+    """The commit measured, and whether s3rs's own files had uncommitted changes."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        result = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False
+        )
+        return result.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "s3rs_dagster_dirty": bool(git("status", "--porcelain", "--", "s3rs_dagster")),
+    }
 
 
 def _sizes(text: str) -> list[int]:
@@ -472,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
         },
         "args": vars(args),
+        "git": _git_state(),
         "sizes": [],
     }
     started = time.monotonic()
