@@ -28,6 +28,7 @@ from s3rs_dagster.cli import cli
 REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PENDING: set[tuple[str, ...]] = {("watermark", "import"), ("demo",)}
+SHELL_OPERATORS = {">", ">>", "<", "|", "||", "&&", ";", "&", "2>", "2>&1"}
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _CONTINUATION = re.compile(r"^\s+[\[-]")
 
@@ -72,9 +73,19 @@ def examples() -> list[Example]:
 
 def tokens(example: Example) -> list[str]:
     try:
-        words = shlex.split(example.text, comments=True)
+        if example.synopsis:  # `|` and `[...]` are notation here, not shell
+            words = shlex.split(example.text, comments=True)
+        else:
+            lexer = shlex.shlex(example.text, posix=True, punctuation_chars=True)
+            lexer.whitespace_split = True
+            lexer.commenters = "#"
+            words = list(lexer)
     except ValueError as exc:
         pytest.fail(f"{example.where}\n  cannot be split like a shell would: {exc}")
+    for index, word in enumerate(words):  # the command ends at a redirection or a pipe
+        if not example.synopsis and word in SHELL_OPERATORS:
+            words = words[:index]
+            break
     return words[1:]  # without "s3rs"
 
 
