@@ -250,7 +250,9 @@ def installed_versions(name: str) -> dict[str, str]:
     return versions
 
 
-def environ_for_subprocess(env: dict[str, str]) -> dict[str, str]:
-    """The env the s3rs child gets: the stack's variables, the repo importable."""
+def environ_for_subprocess(env: dict[str, str], snapshot: Path | None = None) -> dict[str, str]:
+    """The env the s3rs child gets: the stack's variables, `benchmarks` importable, and
+    s3rs_dagster from `snapshot` when given (else from the work tree)."""
     repo = str(Path(__file__).resolve().parent.parent)
-    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [repo, env.get("PYTHONPATH")]))}
+    paths = [str(snapshot) if snapshot else None, repo, env.get("PYTHONPATH")]
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, paths))}

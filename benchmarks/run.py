@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`
 
 from benchmarks import generate, peers, report, s3rs_runs, verify
 from benchmarks.measure import Measured, run_measured
-from benchmarks.stack import BUCKET_PREFIX, RESULTS, database_name, stack_env
+from benchmarks.stack import BUCKET_PREFIX, RESULTS, database_name, s3rs_snapshot, stack_env
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,10 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.env = peers.environ_for_subprocess(stack_env())
+        self.snapshot, self.s3rs_commit = s3rs_snapshot(args.s3rs_ref)
+        if self.snapshot is not None:
+            sys.path.insert(0, str(self.snapshot))  # the read-back imports s3rs_dagster too
+        self.env = peers.environ_for_subprocess(stack_env(), self.snapshot)
         # The read-back in this process uses the same credentials (boto3's default chain).
         os.environ.update(self.env)
         self.session = datetime.now(UTC).strftime("%Y%m%dt%H%M%S")
@@ -181,7 +184,9 @@ class Bench:
             target_schema="unused",
         )
         log("  (extracting the load jobs' input, not measured)")
-        measured = run_measured(self.s3rs_command("extract", config), env=self.env)
+        measured = run_measured(
+            self.s3rs_command("extract", config), env=self.env, cwd=self.scratch
+        )
         if not measured.ok:
             raise SystemExit(f"the load jobs' input extraction failed:\n{measured.stderr[-3000:]}")
         return prefix
@@ -207,7 +212,11 @@ class Bench:
             log(f"  {job.id}: UNAVAILABLE: {exc}")
             return item
         measured = run_measured(
-            prepared.command, env=prepared.env, stdout_path=prepared.stdout_path
+            prepared.command,
+            env=prepared.env,
+            stdout_path=prepared.stdout_path,
+            # Not the repo: the child's sys.path[0] is its cwd, which would shadow the snapshot.
+            cwd=self.scratch,
         )
         item.update(_measured_fields(measured))
         if not measured.ok:
@@ -299,7 +308,9 @@ class Bench:
             log(f"micro: committing {files:,} one-row files through s3rs (limit=1), once")
             verify.delete_prefix(self.env, f"{prefix}/")
             measured = run_measured(
-                self.s3rs_command("extract", config, "--limit", "1", table=table), env=self.env
+                self.s3rs_command("extract", config, "--limit", "1", table=table),
+                env=self.env,
+                cwd=self.scratch,
             )
             measured_table = measured.result
             if not measured.ok or measured_table.get("files") != files:
@@ -317,7 +328,7 @@ class Bench:
             "--iterations",
             str(self.args.repeat + 1),
         ]
-        measured = run_measured(command, env=self.env)
+        measured = run_measured(command, env=self.env, cwd=self.scratch)
         if not measured.ok:
             return {"problem": f"failed: {measured.stderr[-1500:]}", "setup": setup}
         result = measured.result
@@ -366,7 +377,7 @@ class Bench:
             *self.s3rs_command("extract", config),
         ]
         log(f"profile: py-spy over one s3rs extract of {rows:,} rows")
-        measured = run_measured(command, env=self.env)
+        measured = run_measured(command, env=self.env, cwd=self.scratch)
         self.cleanup_s3(f"{self.prefix}/profile/")
         if not measured.ok or not raw.exists():
             return {"problem": f"py-spy failed: {measured.stderr[-1500:]}"}
@@ -459,6 +470,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile", action="store_true", help="py-spy one s3rs extract of the first size"
     )
     parser.add_argument("--keep", action="store_true", help="keep the S3 output")
+    parser.add_argument(
+        "--s3rs-ref",
+        default="HEAD",
+        help="the s3rs_dagster to measure: a git ref (default HEAD, a clean copy of the "
+        "committed code) or 'worktree' (the files as they are now, uncommitted edits included)",
+    )
     return parser.parse_args(argv)
 
 
@@ -489,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
         },
         "args": vars(args),
-        "git": _git_state(),
+        "git": {**_git_state(), "s3rs_measured": bench.s3rs_commit},
         "sizes": [],
     }
     started = time.monotonic()

@@ -250,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result = _choose(config, args.table, args.iterations)
     result["operation_seconds"] = time.monotonic() - started
+    import s3rs_dagster
+
+    result["s3rs_dagster"] = str(Path(s3rs_dagster.__file__).parent)
     print(json.dumps(result, default=str), flush=True)
     return 0 if result["status"] in ("success", "dry_run", "nothing_to_do") else 1
 
