@@ -379,6 +379,13 @@ class ProcessingConfig(_Model):
     batch_size: int = Field(
         default=50_000, ge=1, le=10_000_000, description="Rows per chunk (the default --limit)."
     )
+    reader: Literal["auto", "pymysql"] = Field(
+        default="auto",
+        description=(
+            "How rows are read from MySQL: 'auto' uses connectorx (Arrow, much faster) where "
+            "the result is identical, else PyMySQL; 'pymysql' always uses PyMySQL."
+        ),
+    )
 
     @model_validator(mode="after")
     def _parallelism_matches_strategy(self) -> ProcessingConfig:

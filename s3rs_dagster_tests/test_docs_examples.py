@@ -27,7 +27,7 @@ from s3rs_dagster.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-PENDING: set[tuple[str, ...]] = {("watermark", "import"), ("demo",)}
+PENDING: set[tuple[str, ...]] = set()
 SHELL_OPERATORS = {">", ">>", "<", "|", "||", "&&", ";", "&", "2>", "2>&1"}
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _CONTINUATION = re.compile(r"^\s+[\[-]")

@@ -10,8 +10,10 @@ import click
 
 from s3rs_dagster.commands.common import (
     EXIT_FAILED,
+    EXIT_USAGE,
     Context,
     echo_json,
+    fail,
     handled,
     json_option,
     pipeline_option,
@@ -20,6 +22,12 @@ from s3rs_dagster.commands.common import (
     size_text,
 )
 from s3rs_dagster.core.counts import CountReport, count_table
+from s3rs_dagster.core.legacy_import import (
+    LegacyDocumentError,
+    LegacyImportError,
+    import_legacy_watermark,
+    read_legacy_document,
+)
 from s3rs_dagster.core.watermark_admin import (
     ACCEPTED_TIMESTAMPS,
     WatermarkChange,
@@ -50,6 +58,7 @@ def watermark() -> None:
       s3rs watermark get -p us_dw -t settle_orders
       s3rs watermark set -p us_dw -t settle_orders --timestamp '2025-09-09 00:00:00'
       s3rs watermark reset -p us_dw -t settle_orders
+      s3rs watermark import -p us_dw -t settle_orders --from s3://old-bucket/settle_orders.json
     """
 
 
@@ -236,6 +245,62 @@ def watermark_reset(
         echo_json(plan)
     else:
         click.echo(f"watermark of {plan.pipeline}/{plan.table} reset ({plan.uri})")
+
+
+@watermark.command("import")
+@pipeline_option
+@table_option()
+@click.option(
+    "--from",
+    "source_uri",
+    required=True,
+    metavar="URI",
+    help="The existing tool's v2 watermark JSON: s3://bucket/key, file:///path or a path.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Check and show what would be imported; write nothing."
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace a watermark s3rs already keeps, or import a document whose stages did not "
+    "both succeed.",
+)
+@click.pass_obj
+@handled
+def watermark_import(
+    obj: Context, pipeline: str | None, table: str, source_uri: str, dry_run: bool, force: bool
+) -> None:
+    """Carry over the existing tool's v2 watermark: cursor, counts and processed files.
+
+    The cursor and the row counts become this table's watermark; the files the old tool
+    loaded are recorded in the target's ledger, so they are never loaded again. Run it once
+    per table before the first `s3rs sync` (see docs/migration.md).
+
+    \b
+    Examples:
+      s3rs watermark import -p us_dw -t settle_orders --from s3://old/wm.json --dry-run
+      s3rs watermark import -p us_dw -t settle_orders --from ./settle_orders_watermark.json
+    """
+    cfg = obj.config
+    pipeline = resolve_pipeline(cfg, pipeline, table)
+    with obj.run_log("watermark import") as log:
+        try:
+            document = read_legacy_document(source_uri, config=cfg)
+            report = import_legacy_watermark(
+                cfg, pipeline, table, document, source_uri=source_uri, dry_run=dry_run, force=force
+            )
+        except LegacyDocumentError as exc:
+            fail(str(exc), EXIT_USAGE)
+            return
+        except LegacyImportError as exc:
+            fail(str(exc), EXIT_FAILED)
+            return
+        log.result = report
+    for line in report.lines():
+        click.echo(line)
+    for line in report.warning_lines():
+        click.echo(line, err=True)
 
 
 # --------------------------------------------------------------------------- watermark-count

@@ -19,13 +19,13 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -79,6 +79,8 @@ from s3rs_dagster.core.state import (
 
 FETCH_ROWS = 10_000
 """Rows fetched from the server-side cursor and converted to Arrow at a time."""
+ARROW_BATCH_ROWS = 65_536
+"""Rows per record batch from the Arrow reader (bounded memory, few Python round trips)."""
 MANIFEST_EVERY = 100
 """Committed files kept in the watermark before they move into an immutable manifest."""
 CONNECTION_RETRIES = 3
@@ -168,6 +170,8 @@ class ExtractReport:
     file_keys: list[str] = field(default_factory=list)
     dry_run: DryRunPlan | None = None
     window: WindowCount | None = None
+    reader: str | None = None
+    """How rows were read from the source: 'connectorx' (Arrow) or 'pymysql'."""
     schema_change: dict[str, Any] | None = None
     """{'from', 'to' (fingerprints), 'added', 'removed' (source columns)} when the source's
     schema differs from the one the previous run pinned."""
@@ -264,6 +268,7 @@ class _Run:
     upper_at: datetime | None = field(init=False, default=None)
     window: Window | None = field(init=False, default=None)
     window_cursor: Cursor | None = field(init=False, default=None)
+    arrow_reader: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.store = WatermarkStore(self.storage, self.pipeline, self.table, self.target)
@@ -295,6 +300,8 @@ class _Run:
                 self._open_window()
             connection = SourceConnection(raw, self.source, self.source_name)
             stack.callback(connection.close)
+            self.arrow_reader = self._use_arrow_reader(connection)
+            self.report.reader = "connectorx" if self.arrow_reader else "pymysql"
             if dry_run:
                 self._dry_run(connection)
                 return
@@ -305,6 +312,19 @@ class _Run:
                 self._finish(error=str(exc) or type(exc).__name__)
                 raise
             self._finish(error=None)
+
+    def _use_arrow_reader(self, connection: SourceConnection) -> bool:
+        """Read chunks through connectorx (`SourceConnection.stream_arrow`) when allowed and
+        identical. Not for TIMESTAMP cursors: its connection runs in the server's time zone,
+        and their conditions are written in UTC. Not through an SSH tunnel: connectorx holds
+        Python's GIL while it connects, so the in-process tunnel could never accept it."""
+        return (
+            self.config.pipeline(self.pipeline).processing.reader == "auto"
+            and connection.arrow_reader_available
+            and not self.source.ssh_tunnel.enabled
+            and self.spec.timestamp_kind != "timestamp"
+            and self.plan.arrow_reader_supported
+        )
 
     def _start(self, connection: SourceConnection) -> None:
         state = self.watermark.mysql_state
@@ -498,8 +518,15 @@ class _Run:
             if boundary is not None:
                 conditions = [*conditions, f"{ts} <= %s"]
                 params = [*params, boundary]
-        columns = ", ".join(column.select_sql for column in self.plan.columns)
-        cursor_select = "".join(f", {quote_mysql(column.name)}" for column in order)
+        if self.arrow_reader:
+            # Cursor values as text, exactly as the text protocol prints them.
+            columns = self.plan.arrow_select_list
+            cursor_select = "".join(
+                f", CAST({quote_mysql(column.name)} AS CHAR)" for column in order
+            )
+        else:
+            columns = self.plan.select_list
+            cursor_select = "".join(f", {quote_mysql(column.name)}" for column in order)
         sql = f"SELECT {columns}{cursor_select} FROM {self._table_sql()}{_where_sql(conditions)}"
         if order:
             sql += f" ORDER BY {', '.join(quote_mysql(column.name) for column in order)}"
@@ -516,13 +543,11 @@ class _Run:
         total = 0
         writer = _PartitionedWriter(self, null_lane)
         try:
-            for rows in connection.stream(query.sql, query.params, min(FETCH_ROWS, self.limit)):
-                batch, zero_dates = self.plan.to_record_batch([row[:width] for row in rows])
-                cursors = [row[width:] for row in rows] if query.cursor_columns else None
+            for batch, zero_dates, cursors in self._batches(connection, query, width):
                 for column, count in zero_dates.items():
                     self.report.zero_dates[column] = self.report.zero_dates.get(column, 0) + count
-                writer.add(batch, cursors)
-                total += len(rows)
+                writer.add(batch, cursors if query.cursor_columns else None)
+                total += batch.num_rows
                 if not query.cursor_columns and writer.rows >= self.limit:
                     # An unordered stream (full_sync without a key) is cut into chunks here.
                     writer.commit_all()
@@ -533,6 +558,22 @@ class _Run:
         finally:
             writer.discard()
         return query.reaches_end or (query.limit is not None and total < query.limit)
+
+    def _batches(
+        self, connection: SourceConnection, query: _Query, width: int
+    ) -> Iterator[tuple[pa.RecordBatch, dict[str, int], Sequence[tuple[Any, ...]]]]:
+        """The chunk's rows as batches of the plan's schema, with each row's cursor values."""
+        if self.arrow_reader:
+            size = min(ARROW_BATCH_ROWS, self.limit)
+            for raw in connection.stream_arrow(query.sql, query.params, size):
+                if raw.num_rows == 0:  # an empty result still brings its (empty) batch
+                    continue
+                batch, zero_dates = self.plan.from_arrow(raw.columns[:width])
+                yield batch, zero_dates, _ArrowRows(raw.columns[width:])
+            return
+        for rows in connection.stream(query.sql, query.params, min(FETCH_ROWS, self.limit)):
+            batch, zero_dates = self.plan.to_record_batch([row[:width] for row in rows])
+            yield batch, zero_dates, [row[width:] for row in rows]
 
     # ------------------------------------------------------------------ bounds
 
@@ -762,6 +803,26 @@ def _endpoint(source: AnySourceConfig) -> str:
     return where
 
 
+class _ArrowRows(Sequence[tuple[Any, ...]]):
+    """Rows of a few Arrow columns, made into tuples only when asked for (the writer needs
+    the first and last cursor of each file, not every row's)."""
+
+    def __init__(self, columns: Sequence[pa.Array]) -> None:
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(self.columns[0]) if self.columns else 0
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[Any, ...]: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[tuple[Any, ...]]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return tuple(column[index].as_py() for column in self.columns)
+
+
 class _PartitionedWriter:
     """Writes one chunk's batches to Parquet, one file per partition window."""
 
@@ -776,7 +837,7 @@ class _PartitionedWriter:
         self.first: tuple[Any, ...] | None = None
         self.last: tuple[Any, ...] | None = None
 
-    def add(self, batch: pa.RecordBatch, cursors: list[tuple[Any, ...]] | None) -> None:
+    def add(self, batch: pa.RecordBatch, cursors: Sequence[tuple[Any, ...]] | None) -> None:
         for start, end, partition in self._segments(batch):
             if partition != self.partition:
                 self.commit_all()

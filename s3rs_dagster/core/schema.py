@@ -340,6 +340,32 @@ class ColumnPlan:
             ) from None
 
 
+_NATIVE_TYPES = frozenset(
+    {
+        "tinyint", "smallint", "mediumint", "int", "bigint", "float", "double",
+        "char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set",
+        "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob",
+    }
+)  # fmt: skip
+"""Source types a bulk Arrow reader (connectorx) returns exactly as integers, doubles, text or
+bytes. Every other type is selected as its text (`CAST(... AS CHAR)`), exactly what the text
+protocol prints, and converted by `ColumnPlan.convert` as on the PyMySQL path."""
+
+
+def _is_native(column: ColumnPlan) -> bool:
+    source, arrow = column.source, column.arrow_type
+    if source.is_json or source.data_type not in _NATIVE_TYPES:
+        return False
+    if source.data_type == "bigint" and "unsigned" in source.column_type.lower():
+        return False  # beyond int64: DECIMAL(20,0), from its text
+    return (
+        pa.types.is_integer(arrow)
+        or pa.types.is_floating(arrow)
+        or pa.types.is_string(arrow)
+        or pa.types.is_binary(arrow)
+    )
+
+
 @dataclass(frozen=True)
 class TablePlan:
     """The pinned plan for one table for one run."""
@@ -354,6 +380,51 @@ class TablePlan:
     def select_list(self) -> str:
         """The SELECT list, in column order, for the extraction query."""
         return ", ".join(column.select_sql for column in self.columns)
+
+    @property
+    def arrow_select_list(self) -> str:
+        """The SELECT list for a bulk Arrow reader: native columns as they are, every other
+        column as its text (see `_NATIVE_TYPES`)."""
+        parts = []
+        for index, column in enumerate(self.columns):
+            quoted = quote_mysql(column.source.name)
+            expression = column.select_sql.removesuffix(f" AS {quoted}")
+            if not _is_native(column):
+                expression = f"CAST({expression} AS CHAR)"
+            # Positional aliases: an alias named like its column would take that name's place
+            # in ORDER BY, and order the rows by its text.
+            parts.append(f"{expression} AS `c{index}`")
+        return ", ".join(parts)
+
+    @property
+    def arrow_reader_supported(self) -> bool:
+        """Whether every column can be read through `arrow_select_list` (binary columns other
+        than the native ones, such as spatial values, cannot be cast to text)."""
+        return all(
+            _is_native(column) or not pa.types.is_binary(column.raw_type) for column in self.columns
+        )
+
+    def from_arrow(self, arrays: Sequence[pa.Array]) -> tuple[pa.RecordBatch, dict[str, int]]:
+        """Convert arrays read with `arrow_select_list` into a batch of `arrow_schema`, with
+        the same values as `to_record_batch` gives for the text protocol's rows."""
+        converted = []
+        zero_dates: dict[str, int] = {}
+        for column, array in zip(self.columns, arrays, strict=True):
+            if _is_native(column):
+                try:
+                    converted.append(array.cast(column.arrow_type))
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise SchemaError(
+                        f"column {quote_mysql(column.source.name)} ({column.source.column_type}):"
+                        f" cannot convert a value to {column.arrow_type} ({exc})"
+                    ) from None
+                continue
+            text = array.cast(column.raw_type)
+            result, zeros = column.convert(text)
+            converted.append(result)
+            if zeros:
+                zero_dates[column.source.name] = zeros
+        return pa.RecordBatch.from_arrays(converted, schema=self.arrow_schema), zero_dates
 
     def to_record_batch(self, rows: Sequence[tuple]) -> tuple[pa.RecordBatch, dict[str, int]]:
         """Convert rows selected with `select_list` into a batch of `arrow_schema`.

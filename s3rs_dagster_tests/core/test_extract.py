@@ -445,80 +445,84 @@ CREATE TABLE every_type (
 """
 
 
+EVERY_TYPE_ROWS = [
+    (
+        1,
+        "2025-03-01 00:00:00",
+        -128,
+        255,
+        -32768,
+        -8388608,
+        -2147483648,
+        4294967295,
+        -9223372036854775808,
+        18446744073709551615,
+        1,
+        Decimal("9999999999999999999999999999.9999999999"),
+        Decimal("-12345678901234567890123456789012345.123456789012345678901234567890"),
+        3.4028234663852886e38,
+        1.7976931348623157e308,
+        "2025-02-28",
+        "2025-03-01 23:59:59.999999",
+        "2025-03-30 02:30:00.123456",
+        "-838:59:59.000000",
+        2025,
+        "ab",
+        "😀 a\x00b",
+        "",
+        '{"k": [1, 2]}',
+        "large",
+        "a,c",
+        b"\x01\x02",
+        b"\x00\xff\x00",
+        b"\x00" * 3,
+        1,
+        682,
+        18446744073709551615,
+    ),
+    (
+        2,
+        "2025-03-01 00:00:01",
+        127,
+        0,
+        32767,
+        8388607,
+        2147483647,
+        0,
+        9223372036854775807,
+        0,
+        0,
+        Decimal("-0.0000000001"),
+        Decimal("0.000000000000000000000000000001"),
+        1.1754943508222875e-38,
+        5e-324,
+        "0000-00-00",
+        "0000-00-00 00:00:00",
+        "0000-00-00 00:00:00",
+        "12:00:00.5",
+        1901,
+        None,
+        "",
+        None,
+        None,
+        "small",
+        "",
+        b"",
+        b"",
+        None,
+        0,
+        0,
+        0,
+    ),
+]
+
+
 def test_every_type_round_trips_exactly(source_db: SourceDb, make_config: MakeConfig) -> None:
     source_db.execute(TYPES_DDL)
     source_db.execute("SET SESSION sql_mode = ''")
-    rows = [
-        (
-            1,
-            "2025-03-01 00:00:00",
-            -128,
-            255,
-            -32768,
-            -8388608,
-            -2147483648,
-            4294967295,
-            -9223372036854775808,
-            18446744073709551615,
-            1,
-            Decimal("9999999999999999999999999999.9999999999"),
-            Decimal("-12345678901234567890123456789012345.123456789012345678901234567890"),
-            3.4028234663852886e38,
-            1.7976931348623157e308,
-            "2025-02-28",
-            "2025-03-01 23:59:59.999999",
-            "2025-03-30 02:30:00.123456",
-            "-838:59:59.000000",
-            2025,
-            "ab",
-            "😀 a\x00b",
-            "",
-            '{"k": [1, 2]}',
-            "large",
-            "a,c",
-            b"\x01\x02",
-            b"\x00\xff\x00",
-            b"\x00" * 3,
-            1,
-            682,
-            18446744073709551615,
-        ),
-        (
-            2,
-            "2025-03-01 00:00:01",
-            127,
-            0,
-            32767,
-            8388607,
-            2147483647,
-            0,
-            9223372036854775807,
-            0,
-            0,
-            Decimal("-0.0000000001"),
-            Decimal("0.000000000000000000000000000001"),
-            1.1754943508222875e-38,
-            5e-324,
-            "0000-00-00",
-            "0000-00-00 00:00:00",
-            "0000-00-00 00:00:00",
-            "12:00:00.5",
-            1901,
-            None,
-            "",
-            None,
-            None,
-            "small",
-            "",
-            b"",
-            b"",
-            None,
-            0,
-            0,
-            0,
-        ),
-    ]
-    source_db.executemany(f"INSERT INTO every_type VALUES ({', '.join(['%s'] * 32)})", rows)
+    source_db.executemany(
+        f"INSERT INTO every_type VALUES ({', '.join(['%s'] * 32)})", EVERY_TYPE_ROWS
+    )
     config = make_config({"every_type": HYBRID})
     report = extract_table(config, "p", "every_type")
     assert report.status == "success", report.error
@@ -536,8 +540,8 @@ def test_every_type_round_trips_exactly(source_db: SourceDb, make_config: MakeCo
         "bi": -9223372036854775808,
         "bu": Decimal(18446744073709551615),
         "flag": 1,
-        "d38": rows[0][11],
-        "d65": str(rows[0][12]),
+        "d38": EVERY_TYPE_ROWS[0][11],
+        "d65": str(EVERY_TYPE_ROWS[0][12]),
         "f": pytest.approx(3.4028234663852886e38, rel=0, abs=0),
         "db": 1.7976931348623157e308,
         "dt": datetime(2025, 2, 28).date(),
@@ -692,3 +696,25 @@ def test_an_unreachable_source_fails_the_table_with_the_endpoint_and_keeps_state
     assert "127.0.0.1:1" in str(report.error) and "cannot connect" in str(report.error)
     assert read_committed(config, "orders").num_rows == 0
     assert extract_table(config, "p", "orders").error == report.error, "the lease was released"
+
+
+def test_the_arrow_reader_writes_the_same_parquet_as_pymysql(
+    source_db: SourceDb, make_config: MakeConfig
+) -> None:
+    source_db.execute("SET SESSION sql_mode = ''")
+    extracted = {}
+    for reader in ("auto", "pymysql"):
+        table = f"every_type_{reader}"
+        source_db.execute(TYPES_DDL.replace("every_type", table))
+        source_db.executemany(
+            f"INSERT INTO {table} VALUES ({', '.join(['%s'] * 32)})", EVERY_TYPE_ROWS
+        )
+        config = make_config({table: HYBRID}, processing={"reader": reader})
+        report = extract_table(config, "p", table, limit=1)
+        assert report.status == "success", report.error
+        assert report.reader == ("connectorx" if reader == "auto" else "pymysql")
+        assert report.zero_dates == {"dt": 1, "dtm": 1, "ts": 1}
+        extracted[reader] = read_committed(config, f"{source_db.name}.{table}")
+    fast, reference = extracted["auto"], extracted["pymysql"]
+    assert fast.schema.equals(reference.schema, check_metadata=True)
+    assert fast.num_rows == 2 and fast.equals(reference)

@@ -14,9 +14,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 
 from s3rs_dagster.adapters.storage import S3Storage, open_storage
+from s3rs_dagster.cli import cli
 from s3rs_dagster.config import Config
+from s3rs_dagster.core.counts import count_table
 from s3rs_dagster.core.extract import extract_table
 from s3rs_dagster.core.ledger import loaded_files
 from s3rs_dagster.core.legacy_import import (
@@ -341,3 +344,50 @@ def test_the_document_is_read_from_a_local_path_or_file_uri(tmp_path: Path) -> N
         read_legacy_document(str(tmp_path / "absent.json"))
     with pytest.raises(LegacyImportError, match="expected s3://bucket/key"):
         read_legacy_document("ftp://host/watermark.json")
+
+
+def test_the_cli_imports_then_watermark_get_shows_it_and_sync_reloads_nothing(
+    make_config: MakeConfig, orders: str, stack: Stack
+) -> None:
+    config = make(make_config, "postgres")
+    try:
+        legacy = Legacy(config, orders)
+        legacy.publish(v2_document([legacy.outside_uri, legacy.inside_uri]))
+        base = ["--config", str(config.source_file)]
+        table = ["-p", "p", "-t", "orders"]
+        runner = CliRunner()
+        imported = runner.invoke(
+            cli, [*base, "watermark", "import", *table, "--from", legacy.document_uri]
+        )
+        assert imported.exit_code == 0, imported.output
+        assert "imported" in imported.output
+        shown = runner.invoke(cli, [*base, "watermark", "get", *table, "--json-output"])
+        assert shown.exit_code == 0, shown.output
+        state = json.loads(shown.output)
+        text = json.dumps(state)
+        assert "2025-08-25T06:30:08+02:00" in text and '"last_id": 5' in text
+        synced = runner.invoke(cli, [*base, "sync", *table, "--redshift-only", "--json-output"])
+        assert synced.exit_code == 0, synced.output
+        [run] = json.loads(synced.output)
+        assert run["load"]["files"] == 0 and run["load"]["rows"] == 0
+        again = runner.invoke(
+            cli, [*base, "watermark", "import", *table, "--from", legacy.document_uri]
+        )
+        assert again.exit_code == 1 and "--force" in again.output
+    finally:
+        drop_schema(config, stack)
+
+
+def test_validate_counts_agrees_after_an_import(
+    make_config: MakeConfig, orders: str, stack: Stack
+) -> None:
+    config = make(make_config, "postgres")
+    try:
+        legacy = Legacy(config, orders)
+        document = json.dumps(v2_document([legacy.outside_uri, legacy.inside_uri])).encode()
+        import_legacy_watermark(config, "p", "orders", document, source_uri="v2.json")
+        report = count_table(config, "p", "orders")
+        assert report.imported_rows == 5
+        assert not any("inflated" in problem for problem in report.problems), report.problems
+    finally:
+        drop_schema(config, stack)
