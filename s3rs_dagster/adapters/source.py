@@ -28,6 +28,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
 
+from s3rs_dagster.adapters.arrow_reader import ArrowReader, ArrowReaderError
 from s3rs_dagster.adapters.tunnel import TUNNELS, TunnelError, TunnelRegistry
 from s3rs_dagster.config import AnySourceConfig, SourceConfig, SqliteSourceConfig
 
@@ -167,6 +168,7 @@ _ARROW_CONNECTION_LOST = (
     "Lost connection",
     "gone away",
     "timed out waiting for connection",
+    "ended unexpectedly",
 )
 
 _QUOTED_OR_PARAMETER = re.compile(r"`(?:[^`]|``)*`|'(?:[^']|'')*'|%s")
@@ -187,6 +189,7 @@ class SourceConnection:
         self.name = name
         self.is_sqlite = isinstance(source, SqliteSourceConfig)
         self._connection: Any = None
+        self._arrow_reader: ArrowReader | None = None
         self._open()
 
     @property
@@ -221,6 +224,9 @@ class SourceConnection:
             raise ConnectionLost(str(exc)) from None
 
     def close(self) -> None:
+        if self._arrow_reader is not None:
+            self._arrow_reader.close()
+            self._arrow_reader = None
         if self._connection is not None:
             with suppress(Exception):  # closing a dead connection may fail any way
                 self._connection.close()
@@ -266,29 +272,26 @@ class SourceConnection:
 
     def stream_arrow(self, sql: str, params: list[object], size: int) -> Iterator[pa.RecordBatch]:
         """A query's rows as Arrow record batches of up to `size` rows, read by connectorx (a
-        native MySQL client that fills Arrow arrays directly, several times PyMySQL's speed).
+        native MySQL client that fills Arrow arrays directly, several times PyMySQL's speed)
+        in a child process (see adapters.arrow_reader).
 
         It opens its own connection to the same endpoint (the tunnel's local port when
         tunnelled), in the server's default time zone: callers use it only for queries whose
         result and conditions do not depend on the session zone (see core.extract).
         """
-        import connectorx
-
         assert isinstance(self.source, SourceConfig)
         literal = [pymysql.converters.escape_item(p, self.source.charset) for p in params]
         query = sql % tuple(literal) if literal else sql
         logger.debug("source SQL (arrow): %s", query)
         url = self.engine.url.set(drivername="mysql", query={})
+        if self._arrow_reader is None:
+            self._arrow_reader = ArrowReader()
         try:
-            reader = connectorx.read_sql(
-                url.render_as_string(hide_password=False),
-                query,
-                return_type="arrow_stream",
-                batch_size=size,
+            yield from self._arrow_reader.stream(
+                url.render_as_string(hide_password=False), query, size
             )
-            yield from reader
-        except RuntimeError as exc:
-            message = str(exc).replace(self.source.password.get_secret_value() or "\0", "***")
+        except ArrowReaderError as exc:
+            message = str(exc)
             if any(text in message for text in _ARROW_CONNECTION_LOST):
                 raise ConnectionLost(message) from None
             raise SourceError(f"query on the source failed: {message}") from None

@@ -316,12 +316,10 @@ class _Run:
     def _use_arrow_reader(self, connection: SourceConnection) -> bool:
         """Read chunks through connectorx (`SourceConnection.stream_arrow`) when allowed and
         identical. Not for TIMESTAMP cursors: its connection runs in the server's time zone,
-        and their conditions are written in UTC. Not through an SSH tunnel: connectorx holds
-        Python's GIL while it connects, so the in-process tunnel could never accept it."""
+        and their conditions are written in UTC."""
         return (
             self.config.pipeline(self.pipeline).processing.reader == "auto"
             and connection.arrow_reader_available
-            and not self.source.ssh_tunnel.enabled
             and self.spec.timestamp_kind != "timestamp"
             and self.plan.arrow_reader_supported
         )

@@ -272,6 +272,7 @@ def test_extraction_through_the_ssh_bastion(source_db: SourceDb, make_config: Ma
     config = make_config({"orders": HYBRID}, via_ssh=True)
     report = extract_table(config, "p", "orders", limit=20)
     assert report.status == "success", report.error
+    assert report.reader == "connectorx", "the fast reader works through the tunnel too"
     assert versions(read_committed(config, f"{source_db.name}.orders")) == source_versions(
         source_db
     )

@@ -1,0 +1,126 @@
+"""A connectorx reader in a child process, streaming Arrow record batches to this one.
+
+connectorx reads MySQL straight into Arrow, several times faster than PyMySQL, but it holds
+Python's GIL while it works. In a process of its own it cannot stall this one: the SSH tunnel's
+forwarding thread keeps running (in-process, connectorx could never connect through it), and
+converting, writing and uploading the previous batch overlap with reading the next, on another
+core. Batches cross a pipe as Arrow IPC; the pipe's small buffer is the backpressure, so at
+most about one batch waits in either process.
+
+One `ArrowReader` serves one extraction run: it starts its process on first use and stops it
+on `close()`. If this process dies, the child reads EOF on its pipe and exits.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+from collections.abc import Iterator
+from contextlib import suppress
+from typing import Any
+
+import pyarrow as pa
+
+_BATCH, _END, _ERROR = b"B", b"Z", b"E"
+_STOP_SECONDS = 5
+
+
+class ArrowReaderError(Exception):
+    """The reader failed; the message is connectorx's (with the password masked)."""
+
+
+class ArrowReader:
+    """Runs queries in a connectorx child process; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._process: Any = None
+        self._pipe: multiprocessing.connection.Connection | None = None
+
+    def stream(self, url: str, query: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """The query's rows as record batches of up to `batch_rows` rows."""
+        pipe = self._start()
+        pipe.send((url, query, batch_rows))
+        finished = False
+        try:
+            while True:
+                try:
+                    message = pipe.recv_bytes()
+                except (EOFError, OSError):
+                    raise ArrowReaderError("the reader process ended unexpectedly") from None
+                kind, body = message[:1], message[1:]
+                if kind == _END:
+                    finished = True
+                    return
+                if kind == _ERROR:
+                    finished = True
+                    raise ArrowReaderError(body.decode("utf-8", "replace"))
+                with pa.ipc.open_stream(body) as reader:
+                    yield from reader
+        finally:
+            if not finished:
+                # Abandoned mid-stream: the child is still sending; start afresh next time.
+                self.close()
+
+    def close(self) -> None:
+        if self._pipe is not None:
+            with suppress(OSError):
+                self._pipe.close()
+            self._pipe = None
+        if self._process is not None:
+            self._process.join(_STOP_SECONDS)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join(_STOP_SECONDS)
+            self._process = None
+
+    def _start(self) -> multiprocessing.connection.Connection:
+        if self._pipe is None:
+            context = multiprocessing.get_context("spawn")
+            parent, child = context.Pipe()
+            self._process = context.Process(
+                target=_serve, args=(child,), name="s3rs-arrow-reader", daemon=True
+            )
+            self._process.start()
+            child.close()
+            self._pipe = parent
+        return self._pipe
+
+
+def _serve(pipe: multiprocessing.connection.Connection) -> None:
+    """The child: run each query it is sent and send back its batches, then an end mark."""
+    import connectorx
+
+    while True:
+        try:
+            url, query, batch_rows = pipe.recv()
+        except (EOFError, OSError):
+            return
+        password = _password(url)
+        try:
+            reader = connectorx.read_sql(
+                url, query, return_type="arrow_stream", batch_size=batch_rows
+            )
+            for batch in reader:
+                if batch.num_rows:
+                    pipe.send_bytes(_BATCH + _ipc(batch))
+            pipe.send_bytes(_END)
+        except (BrokenPipeError, EOFError):
+            return
+        except Exception as exc:  # anything connectorx raises goes back as text
+            text = str(exc).replace(password, "***") if password else str(exc)
+            with suppress(OSError):
+                pipe.send_bytes(_ERROR + text.encode())
+
+
+def _ipc(batch: pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def _password(url: str) -> str:
+    from urllib.parse import unquote, urlparse
+
+    secret = urlparse(url).password
+    return unquote(secret) if secret else ""
