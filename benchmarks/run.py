@@ -15,6 +15,7 @@ Results: a table on stdout and benchmarks/results/<time>.json.
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import platform
 import shutil
@@ -361,6 +362,7 @@ class Bench:
             database=self.database,
             target_schema="unused",
         )
+        RESULTS.mkdir(parents=True, exist_ok=True)
         raw = RESULTS / f"{self.session}-profile-{rows}.txt"
         command = [
             str(folder / "bin" / "py-spy"),
@@ -382,8 +384,11 @@ class Bench:
         if not measured.ok or not raw.exists():
             return {"problem": f"py-spy failed: {measured.stderr[-1500:]}"}
         summary = report.profile_summary(raw)
+        packed = raw.with_name(raw.name + ".gz")
+        packed.write_bytes(gzip.compress(raw.read_bytes()))
+        raw.unlink()
         return {
-            "raw": str(raw.relative_to(RESULTS.parent.parent)),
+            "raw": str(packed.relative_to(RESULTS.parent.parent)),
             "seconds": measured.seconds,
             **summary,
         }
