@@ -843,7 +843,10 @@ class _PartitionedWriter:
             if self.writer is None:
                 self.path = self.folder / f"part-{self.run.file_seq + 1:05d}.parquet"
                 self.writer = pq.ParquetWriter(
-                    self.path, self.run.plan.arrow_schema, compression="snappy"
+                    self.path,
+                    self.run.plan.arrow_schema,
+                    compression="snappy",
+                    use_dictionary=self.run.plan.dictionary_columns,
                 )
                 self.first = cursors[start] if cursors else None
             self.writer.write_batch(batch.slice(start, end - start))

@@ -382,6 +382,26 @@ class TablePlan:
         return ", ".join(column.select_sql for column in self.columns)
 
     @property
+    def dictionary_columns(self) -> list[str]:
+        """Columns worth Parquet dictionary encoding: short texts (ENUM, SET, CHAR/VARCHAR up to
+        64 characters: statuses, codes, currencies), which repeat. Dictionary encoding every
+        column doubles the write time and makes files of unique values (ids, amounts, notes,
+        timestamps) larger, not smaller."""
+        return [
+            column.target_name
+            for column in self.columns
+            if pa.types.is_string(column.arrow_type)
+            and not column.source.is_json
+            and (
+                column.source.data_type in ("enum", "set")
+                or (
+                    column.source.data_type in ("char", "varchar")
+                    and (column.source.char_max_length or 0) <= 64
+                )
+            )
+        ]
+
+    @property
     def arrow_select_list(self) -> str:
         """The SELECT list for a bulk Arrow reader: native columns as they are, every other
         column as its text (see `_NATIVE_TYPES`)."""
