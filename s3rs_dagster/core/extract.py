@@ -269,6 +269,8 @@ class _Run:
     window: Window | None = field(init=False, default=None)
     window_cursor: Cursor | None = field(init=False, default=None)
     arrow_reader: bool = field(init=False, default=False)
+    unsaved: bool = field(init=False, default=False)
+    """Files uploaded and listed in the watermark in memory, not yet written (see commit_file)."""
 
     def __post_init__(self) -> None:
         self.store = WatermarkStore(self.storage, self.pipeline, self.table, self.target)
@@ -553,6 +555,8 @@ class _Run:
                         return False
                     self.chunks_done += 1
             writer.commit_all()
+            if self.unsaved:
+                self._save()
         finally:
             writer.discard()
         return query.reaches_end or (query.limit is not None and total < query.limit)
@@ -681,8 +685,16 @@ class _Run:
         first: tuple[Any, ...] | None,
         last: tuple[Any, ...] | None,
         null_lane: bool,
+        *,
+        save: bool = True,
     ) -> None:
-        """Upload one finished Parquet file, then list it and move the cursor in one write."""
+        """Upload one finished Parquet file, then list it and move the cursor in one write.
+
+        With save=False the write waits for the next one: a chunk that spans several partition
+        windows uploads a file per window and commits them all with one write at its end. A run
+        killed before that write leaves those files listed nowhere (never loaded, extracted
+        again); a failing run's last write (`_finish`) lists them, as each was complete.
+        """
         if self.lease is not None:
             self.lease.check()
         self.file_seq += 1
@@ -719,7 +731,9 @@ class _Run:
         self.watermark.pending_files.append(entry)
         if self.lease is not None:
             self.lease.check()
-        self._save()
+        self.unsaved = True
+        if save:
+            self._save()
         self.report.rows += rows
         self.report.files += 1
         self.report.bytes += info.size
@@ -775,6 +789,7 @@ class _Run:
 
     def _save(self) -> None:
         self.etag = self.store.save(self.watermark, self.etag)
+        self.unsaved = False
 
 
 @dataclass(frozen=True)
@@ -838,7 +853,7 @@ class _PartitionedWriter:
     def add(self, batch: pa.RecordBatch, cursors: Sequence[tuple[Any, ...]] | None) -> None:
         for start, end, partition in self._segments(batch):
             if partition != self.partition:
-                self.commit_all()
+                self.commit_all(save=False)
                 self.partition = partition
             if self.writer is None:
                 self.path = self.folder / f"part-{self.run.file_seq + 1:05d}.parquet"
@@ -853,13 +868,19 @@ class _PartitionedWriter:
             self.rows += end - start
             self.last = cursors[end - 1] if cursors else None
 
-    def commit_all(self) -> None:
+    def commit_all(self, *, save: bool = True) -> None:
         if self.writer is None or self.path is None:
             return
         self.writer.close()
         self.writer = None
         self.run.commit_file(
-            self.path, str(self.partition), self.rows, self.first, self.last, self.null_lane
+            self.path,
+            str(self.partition),
+            self.rows,
+            self.first,
+            self.last,
+            self.null_lane,
+            save=save,
         )
         self.path.unlink(missing_ok=True)
         self.rows = 0
