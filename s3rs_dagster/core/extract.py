@@ -20,7 +20,8 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, nullcontext
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import pairwise
@@ -40,7 +41,7 @@ from s3rs_dagster.adapters.source import (
     explain_source_error,
     open_source,
 )
-from s3rs_dagster.adapters.storage import Storage, StorageError, open_storage
+from s3rs_dagster.adapters.storage import ObjectInfo, Storage, StorageError, open_storage
 from s3rs_dagster.adapters.tunnel import TunnelError
 from s3rs_dagster.config import AnySourceConfig, Config, SqliteSourceConfig, TableConfig
 from s3rs_dagster.core import naming
@@ -79,6 +80,8 @@ from s3rs_dagster.core.state import (
 
 FETCH_ROWS = 10_000
 """Rows fetched from the server-side cursor and converted to Arrow at a time."""
+UPLOAD_THREADS = 8
+"""Files of one chunk uploaded at once (a chunk spanning many daily windows has many)."""
 ARROW_BATCH_ROWS = 65_536
 """Rows per record batch from the Arrow reader (bounded memory, few Python round trips)."""
 MANIFEST_EVERY = 100
@@ -270,6 +273,9 @@ class _Run:
     window_cursor: Cursor | None = field(init=False, default=None)
     arrow_reader: bool = field(init=False, default=False)
     unsaved: bool = field(init=False, default=False)
+    uploads: ThreadPoolExecutor = field(
+        init=False, default_factory=lambda: ThreadPoolExecutor(UPLOAD_THREADS)
+    )
     """Files uploaded and listed in the watermark in memory, not yet written (see commit_file)."""
 
     def __post_init__(self) -> None:
@@ -290,6 +296,7 @@ class _Run:
             )
         )
         with lease as held, ExitStack() as stack:
+            stack.callback(self.uploads.shutdown)
             self.lease = held if isinstance(held, Lease) else None
             self.watermark, self.etag = self.store.load()
             self.report.watermark_before = _summary(self.watermark)
@@ -548,15 +555,13 @@ class _Run:
                     self.report.zero_dates[column] = self.report.zero_dates.get(column, 0) + count
                 writer.add(batch, cursors if query.cursor_columns else None)
                 total += batch.num_rows
-                if not query.cursor_columns and writer.rows >= self.limit:
+                if not query.cursor_columns and writer.rows_written >= self.limit:
                     # An unordered stream (full_sync without a key) is cut into chunks here.
                     writer.commit_all()
                     if not self._chunk_allowed():
                         return False
                     self.chunks_done += 1
             writer.commit_all()
-            if self.unsaved:
-                self._save()
         finally:
             writer.discard()
         return query.reaches_end or (query.limit is not None and total < query.limit)
@@ -695,13 +700,40 @@ class _Run:
         killed before that write leaves those files listed nowhere (never loaded, extracted
         again); a failing run's last write (`_finish`) lists them, as each was complete.
         """
+        key, info = self.upload(path, partition).result()
+        self.commit_uploaded(key, info, partition, rows, first, last, null_lane, save=save)
+
+    def upload(self, path: Path, partition: str) -> Future[tuple[str, ObjectInfo]]:
+        """Start uploading a finished file under its next key (the local file is removed
+        once sent); uploads run in parallel, commits stay in order."""
         if self.lease is not None:
             self.lease.check()
         self.file_seq += 1
         key = naming.file_key(
             self.pipeline, self.table, partition, self.started_at, self.report.run_id, self.file_seq
         )
-        info = self.storage.put_file(path, key)
+
+        def put() -> tuple[str, ObjectInfo]:
+            try:
+                return key, self.storage.put_file(path, key)
+            finally:
+                path.unlink(missing_ok=True)
+
+        return self.uploads.submit(put)
+
+    def commit_uploaded(
+        self,
+        key: str,
+        info: ObjectInfo,
+        partition: str,
+        rows: int,
+        first: tuple[Any, ...] | None,
+        last: tuple[Any, ...] | None,
+        null_lane: bool,
+        *,
+        save: bool = True,
+    ) -> None:
+        """List an uploaded file and move the cursor past its rows (see commit_file)."""
         state = self.watermark.mysql_state
         entry = FileEntry(
             key=key,
@@ -849,6 +881,15 @@ class _PartitionedWriter:
         self.rows = 0
         self.first: tuple[Any, ...] | None = None
         self.last: tuple[Any, ...] | None = None
+        self.uploads: list[
+            tuple[
+                Future[tuple[str, ObjectInfo]],
+                str,
+                int,
+                tuple[Any, ...] | None,
+                tuple[Any, ...] | None,
+            ]
+        ] = []
 
     def add(self, batch: pa.RecordBatch, cursors: Sequence[tuple[Any, ...]] | None) -> None:
         for start, end, partition in self._segments(batch):
@@ -869,26 +910,38 @@ class _PartitionedWriter:
             self.last = cursors[end - 1] if cursors else None
 
     def commit_all(self, *, save: bool = True) -> None:
-        if self.writer is None or self.path is None:
+        """Finish the open file and start its upload; with save, commit every uploaded file
+        of the chunk, in order, with one watermark write."""
+        if self.writer is not None and self.path is not None:
+            self.writer.close()
+            self.writer = None
+            upload = self.run.upload(self.path, str(self.partition))
+            self.uploads.append((upload, str(self.partition), self.rows, self.first, self.last))
+            self.rows = 0
+        if not save:
             return
-        self.writer.close()
-        self.writer = None
-        self.run.commit_file(
-            self.path,
-            str(self.partition),
-            self.rows,
-            self.first,
-            self.last,
-            self.null_lane,
-            save=save,
-        )
-        self.path.unlink(missing_ok=True)
-        self.rows = 0
+        pending, self.uploads = self.uploads, []
+        for upload, partition, rows, first, last in pending:
+            key, info = upload.result()
+            self.run.commit_uploaded(
+                key, info, partition, rows, first, last, self.null_lane, save=False
+            )
+        if self.run.unsaved:
+            self.run._save()
+
+    @property
+    def rows_written(self) -> int:
+        """Rows in this writer's files, committed or not (the unordered stream's chunk size)."""
+        return self.rows + sum(rows for _, _, rows, _, _ in self.uploads)
 
     def discard(self) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        for upload, *_ in self.uploads:
+            with suppress(Exception):  # the run is failing already; its error is reported
+                upload.result()
+        self.uploads = []
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def _segments(self, batch: pa.RecordBatch) -> Iterator[tuple[int, int, str]]:
@@ -899,13 +952,19 @@ class _PartitionedWriter:
             yield 0, batch.num_rows, self._run_partition()
             return
         column = batch.column(run.plan.column_mapping[run.spec.timestamp.name])
-        labels = _partition_labels(column, granularity, run.spec)
-        if len(labels) == 0:
+        buckets = _partition_buckets(column, granularity, run.spec)
+        if len(buckets) == 0:
             return
-        changes = pc.indices_nonzero(pc.not_equal(labels[1:], labels[:-1])).to_pylist()
-        bounds = [0, *(index + 1 for index in changes), len(labels)]
-        for start, end in pairwise(bounds):
-            yield start, end, labels[start].as_py()
+        # Compare windows as integers (NULL as its own value); format only each run's first.
+        keys = pc.fill_null(buckets.cast(pa.int64()), _NULL_BUCKET)
+        changes = pc.indices_nonzero(pc.not_equal(keys[1:], keys[:-1])).to_pylist()
+        bounds = [0, *(index + 1 for index in changes), len(buckets)]
+        starts = pa.array(bounds[:-1], pa.int64())
+        labels = pc.fill_null(
+            pc.strftime(buckets.take(starts), format=_FORMATS[granularity]), naming.NO_PARTITION
+        ).to_pylist()
+        for (start, end), label in zip(pairwise(bounds), labels, strict=True):
+            yield start, end, label
 
     def _run_partition(self) -> str:
         if self.null_lane:
@@ -916,15 +975,19 @@ class _PartitionedWriter:
 _FORMATS = {"daily": "%Y-%m-%d", "hourly": "%Y-%m-%d-%H:00", "monthly": "%Y-%m"}
 
 
-def _partition_labels(column: pa.Array, granularity: str, spec: CursorSpec) -> pa.Array:
-    """The partition key of each row's timestamp ('none' for NULL or zero dates)."""
+_UNITS = {"daily": "day", "hourly": "hour", "monthly": "month"}
+_NULL_BUCKET = -(2**63)
+
+
+def _partition_buckets(column: pa.Array, granularity: str, spec: CursorSpec) -> pa.Array:
+    """Each row's timestamp floored to its partition window's start (NULL for NULL or zero
+    dates), the same windows as `cursor.partition_window`."""
     if spec.timestamp_kind == "epoch":
         micros = pc.multiply(column.cast(pa.int64()), 1_000_000 // spec.epoch_factor)
         column = micros.cast(pa.timestamp("us", tz="UTC"))
     elif pa.types.is_date(column.type):
         column = column.cast(pa.timestamp("us"))
-    labels = pc.strftime(column, format=_FORMATS[granularity])
-    return pc.fill_null(labels, naming.NO_PARTITION)
+    return pc.floor_temporal(column, unit=_UNITS[granularity])
 
 
 def _reflect(engine: Engine, table: str, source: AnySourceConfig, source_name: str) -> SourceTable:
