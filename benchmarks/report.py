@@ -117,41 +117,58 @@ def micro_table(micro: dict[str, Any]) -> str:
 
 
 _LINE_NUMBER = re.compile(r":\d+\)$")
+_RAW_LINE = re.compile(
+    r'^(?P<processes>(?:process \d+:"[^"]*";)*)thread \((?P<tid>\d+)\)(?::\s*(?P<name>[^;]+))?'
+    r"(?:;(?P<frames>.*))? (?P<count>\d+)$"
+)
+_PROCESS = re.compile(r'process (\d+):"([^"]*)"')
 
 
 def profile_summary(raw_path: Path, top: int = 15) -> dict[str, Any]:
-    """Self and inclusive sample shares of the main thread, from py-spy's raw output."""
-    main_tid = None
-    stacks: list[tuple[str, list[str], int]] = []
-    for line in raw_path.read_text().splitlines():
-        stack_text, _, count_text = line.rpartition(" ")
-        if not count_text.isdigit():
+    """Self and inclusive sample shares of each process's main thread, from py-spy's raw
+    output (`--threads`, and `--subprocesses` for a child such as a reader process)."""
+    main_threads: dict[str, str] = {}
+    commands: dict[str, str] = {}
+    stacks: list[tuple[str, str, list[str], int]] = []
+    for line in raw_path.read_text(errors="replace").splitlines():
+        match = _RAW_LINE.match(line)
+        if match is None or not match.group("frames"):
             continue
-        frames = stack_text.split(";")
-        thread = frames[0]
-        match = re.match(r"thread \((\d+)\)(?::\s*(\S+))?", thread)
-        tid = match.group(1) if match else thread
-        rest = frames[1:]
-        if match and match.group(2) == "MainThread":
-            main_tid = tid
-        stacks.append((tid, [_LINE_NUMBER.sub(")", frame) for frame in rest], int(count_text)))
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
-    for tid, frames, count in stacks:
-        if (main_tid is not None and tid != main_tid) or not frames:
+        chain = _PROCESS.findall(match.group("processes"))
+        pid, command = chain[-1] if chain else ("main", "")
+        commands[pid] = command
+        tid = match.group("tid")
+        if (match.group("name") or "").strip() == "MainThread":
+            main_threads[pid] = tid
+        frames = [_LINE_NUMBER.sub(")", frame) for frame in match.group("frames").split(";")]
+        stacks.append((pid, tid, frames, int(match.group("count"))))
+    processes = []
+    for pid, command in commands.items():
+        own: Counter[str] = Counter()
+        inclusive: Counter[str] = Counter()
+        total = 0
+        for stack_pid, tid, frames, count in stacks:
+            if stack_pid != pid or (pid in main_threads and tid != main_threads[pid]):
+                continue
+            total += count
+            own[frames[-1]] += count
+            for frame in set(frames):
+                inclusive[frame] += count
+        if not total:
             continue
-        total += count
-        own[frames[-1]] += count
-        for frame in set(frames):
-            inclusive[frame] += count
-    return {
-        "samples": total,
-        "self": [(frame, round(100 * n / total, 1)) for frame, n in own.most_common(top)],
-        "inclusive": [
-            (frame, round(100 * n / total, 1)) for frame, n in inclusive.most_common(top * 3)
-        ],
-    }
+        processes.append(
+            {
+                "pid": pid,
+                "command": command[:300],
+                "samples": total,
+                "self": [(f, round(100 * n / total, 1)) for f, n in own.most_common(top)],
+                "inclusive": [
+                    (f, round(100 * n / total, 1)) for f, n in inclusive.most_common(top * 3)
+                ],
+            }
+        )
+    processes.sort(key=lambda process: -process["samples"])
+    return {"processes": processes}
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:

@@ -371,6 +371,7 @@ class Bench:
             "raw",
             "--idle",
             "--threads",
+            "--subprocesses",
             "--rate",
             "100",
             "--output",
@@ -546,11 +547,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_profile(profile: dict[str, Any]) -> None:
-    print(f"py-spy, one s3rs extract ({profile['samples']} main-thread samples, wall clock):")
-    print("  self time:")
-    for frame, share in profile["self"][:12]:
-        print(f"    {share:5.1f}%  {frame}")
-    print()
+    for process in profile["processes"]:
+        print(
+            f"py-spy, s3rs extract, process {process['pid']} ({process['samples']} main-thread "
+            f"samples, wall clock): {process['command'][:90]}"
+        )
+        print("  self time:")
+        for frame, share in process["self"][:12]:
+            print(f"    {share:5.1f}%  {frame}")
+        print()
 
 
 if __name__ == "__main__":
