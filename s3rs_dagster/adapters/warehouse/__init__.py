@@ -11,7 +11,6 @@ transaction where Redshift demands it.
 from __future__ import annotations
 
 from s3rs_dagster.adapters.warehouse.base import (
-    ConnectionLost,
     LoadError,
     Session,
     StagedFile,
@@ -48,7 +47,6 @@ def open_warehouse(
 
 
 __all__ = [
-    "ConnectionLost",
     "LoadError",
     "Session",
     "StagedFile",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import psycopg
@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 from s3rs_dagster.adapters.storage import Storage
 from s3rs_dagster.adapters.tunnel import TUNNELS
 from s3rs_dagster.adapters.warehouse.base import (
-    ConnectionLost,
     LoadError,
     Session,
     StagedFile,
@@ -98,36 +97,24 @@ class PostgresSession(Session):
         try:
             self.connection.execute(sql, list(params) or None)
         except psycopg.Error as exc:
-            raise self._error("refused a statement", exc) from None
+            raise WarehouseError(
+                f"{self.description} refused a statement: {_message(exc)}"
+            ) from None
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             return self.connection.execute(sql, list(params) or None).fetchall()
         except psycopg.Error as exc:
-            raise self._error("refused a query", exc) from None
+            raise WarehouseError(f"{self.description} refused a query: {_message(exc)}") from None
 
     def begin(self) -> None:
         """psycopg opens the transaction with the first statement."""
 
     def commit(self) -> None:
-        try:
-            self.connection.commit()
-        except psycopg.Error as exc:
-            raise self._error("did not confirm the commit", exc) from None
+        self.connection.commit()
 
     def rollback(self) -> None:
-        if not self.connection.closed:
-            with suppress(psycopg.Error):
-                self.connection.rollback()
-
-    def _error(self, what: str, exc: psycopg.Error) -> WarehouseError:
-        """ConnectionLost when the link broke (the statement's fate is unknown), else the
-        server's refusal."""
-        if self.connection.broken or self.connection.closed:
-            return ConnectionLost(
-                f"lost the connection to {self.description} ({what}): {_message(exc)}"
-            )
-        return WarehouseError(f"{self.description} {what}: {_message(exc)}")
+        self.connection.rollback()
 
     def type_sql(self, kind: WarehouseType) -> str:
         if kind.name in _SPELLING:
@@ -158,8 +145,6 @@ class PostgresSession(Session):
                         copy.write(csv_batch(batch))
                         rows += batch.num_rows
             except psycopg.Error as exc:
-                if self.connection.broken:
-                    raise self._error(f"while copying {file.uri}", exc) from None
                 raise LoadError(_load_error(file, exc)) from None
             except OSError as exc:
                 raise LoadError(f"cannot read {file.uri}: {exc}") from None
@@ -208,12 +193,6 @@ class PostgresWarehouse(Warehouse):
                     sslmode=c.sslmode,
                     connect_timeout=15,
                     application_name="s3rs",
-                    options=f"-c statement_timeout={c.statement_timeout_seconds * 1000}",
-                    keepalives=1,
-                    keepalives_idle=c.keepalive_seconds,
-                    keepalives_interval=c.keepalive_seconds,
-                    keepalives_count=3,
-                    tcp_user_timeout=c.client_timeout_seconds * 1000,
                 )
             except psycopg.Error as exc:
                 raise WarehouseError(
@@ -224,4 +203,5 @@ class PostgresWarehouse(Warehouse):
             try:
                 yield session
             finally:
-                session.rollback()
+                if not connection.closed:
+                    connection.rollback()
