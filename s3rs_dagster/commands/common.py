@@ -17,16 +17,10 @@ from typing import Any, TypeVar
 
 import click
 
-from s3rs_dagster.adapters.source import SourceError
-from s3rs_dagster.adapters.storage import StorageError
-from s3rs_dagster.adapters.tunnel import TunnelError
 from s3rs_dagster.adapters.warehouse import WarehouseError
 from s3rs_dagster.config import Config, ConfigError, load_config
 from s3rs_dagster.core.clean import CleanError
-from s3rs_dagster.core.cursor import CursorError
-from s3rs_dagster.core.lease import LeaseHeld, LeaseLost
-from s3rs_dagster.core.schema import SchemaError
-from s3rs_dagster.core.state import StateError
+from s3rs_dagster.core.extract import EXPECTED_ERRORS
 from s3rs_dagster.core.watermark_admin import AdminError
 
 EXIT_FAILED = 1
@@ -37,17 +31,7 @@ PACKAGE_LOGGER = "s3rs_dagster"
 
 USAGE_ERRORS = (ConfigError, AdminError, CleanError)
 """Mistakes in the command line or the config: exit 2."""
-RUN_ERRORS = (
-    CursorError,
-    LeaseHeld,
-    LeaseLost,
-    SchemaError,
-    SourceError,
-    StateError,
-    StorageError,
-    TunnelError,
-    WarehouseError,
-)
+RUN_ERRORS = (*EXPECTED_ERRORS, WarehouseError)
 """Things that went wrong while doing the work (a server down, a lease held): exit 1."""
 
 F = TypeVar("F", bound=Callable[..., Any])

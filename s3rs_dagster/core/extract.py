@@ -88,7 +88,6 @@ MANIFEST_EVERY = 100
 """Committed files kept in the watermark before they move into an immutable manifest."""
 CONNECTION_RETRIES = 3
 """Attempts per chunk when the connection (or its tunnel) drops; waits 1, 2, 4 s between."""
-_CONNECTION_LOST = {2006, 2013, 2055}
 
 EXPECTED_ERRORS = (
     CursorError,
