@@ -238,6 +238,27 @@ SourceConfigUnion = Annotated[
 class _WarehouseBase(_Model):
     schema_: str = Field(default="public", alias="schema")
     ssh_tunnel: SshTunnelConfig = SshTunnelConfig()
+    statement_timeout_seconds: int = Field(
+        default=3600,
+        ge=1,
+        le=7 * 24 * 3600,
+        description=(
+            "The warehouse cancels a statement running longer (statement_timeout), and the "
+            "client stops waiting for an answer a little after it, so a link that went silent "
+            "(a black-holed tunnel) fails the load instead of hanging it."
+        ),
+    )
+    keepalive_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description="TCP keepalive idle time and probe interval on the warehouse connection.",
+    )
+
+    @property
+    def client_timeout_seconds(self) -> int:
+        """How long the client waits for any answer: the statement timeout and some grace."""
+        return self.statement_timeout_seconds + max(5, self.statement_timeout_seconds // 10)
 
 
 class RedshiftTargetConfig(_WarehouseBase):

@@ -27,6 +27,12 @@ from s3rs_dagster.adapters.storage import (
 
 DEFAULT_TTL_SECONDS = 120
 
+_LIVE: set[str] = set()
+"""Run ids of the leases this process holds now. A lease naming this process but none of
+these was left by a run of this process that ended without releasing it (its release write
+failed, e.g. while storage was unreachable): it is taken over at once, not after the TTL."""
+_LIVE_LOCK = threading.Lock()
+
 
 class LeaseHeld(Exception):
     """Another run holds the lease."""
@@ -82,6 +88,8 @@ class Lease:
 
     def __enter__(self) -> Lease:
         self.acquire()
+        with _LIVE_LOCK:
+            _LIVE.add(str(self.holder["run_id"]))
         self._thread = threading.Thread(target=self._renew_loop, name="s3rs-lease", daemon=True)
         self._thread.start()
         return self
@@ -95,6 +103,8 @@ class Lease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        with _LIVE_LOCK:
+            _LIVE.discard(str(self.holder["run_id"]))
         self.release()
 
     def check(self) -> None:
@@ -200,6 +210,10 @@ class Lease:
             return True
         same_host = current.get("hostname") == self.holder["hostname"]
         pid = current.get("pid")
+        this_process = pid == self.holder["pid"]
+        if same_host and this_process and current.get("pid_start") == self.holder["pid_start"]:
+            with _LIVE_LOCK:
+                return current.get("run_id") not in _LIVE
         if same_host and isinstance(pid, int):
             return _process_start(pid) != current.get("pid_start")
         return False

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from s3rs_dagster.adapters.storage import ObjectInfo, Storage, StorageError, open_storage
 from s3rs_dagster.adapters.tunnel import TunnelError
 from s3rs_dagster.adapters.warehouse import (
+    ConnectionLost,
     LoadError,
     Session,
     StagedFile,
@@ -57,6 +58,10 @@ from s3rs_dagster.core.state import (
 from s3rs_dagster.core.target import LEDGER_TABLE, target_table_name
 
 logger = logging.getLogger(__name__)
+
+CONNECTION_RETRIES = 3
+"""Attempts after a lost warehouse connection (waits 1, 2, 4 s). Safe because every attempt
+starts from the ledger; other errors (a refused statement, a bad file) are not retried."""
 
 EXPECTED_ERRORS = (
     CursorError,
@@ -155,6 +160,9 @@ class _Load:
         self.config = config
         self.refresh_run = refresh_run
         self.superseded: list[FileEntry] = []
+        self.in_flight: list[FileEntry] = []
+        self.retries: list[str] = []
+        """Files of an attempt whose outcome is unknown until the ledger is read again."""
         self.pipeline = pipeline
         self.table = table
         self.table_config = table_config
@@ -178,40 +186,80 @@ class _Load:
             )
         )
         with lease:
-            watermark, _ = self.store.load()
-            self.report.target_table = target_table_name(self.table, self.table_config)
-            self.report.write_mode = self._write_mode(watermark)
-            candidates = committed_files(self.storage, self.pipeline, self.table, watermark)
-            listing = {
-                info.key: info
-                for info in self.storage.list(naming.table_prefix(self.pipeline, self.table))
-            }
-            with self.warehouse.connect(read_only=dry_run) as session:
-                loaded = self._ledger(session, create=not dry_run)
-                if adopt_strays:
-                    candidates += self._adopt(candidates, listing, loaded)
-                chosen = self._choose(watermark, candidates, listing, loaded)
-                if dry_run:
-                    self.report.status = "dry_run"
-                    self.report.files = len(chosen)
-                    self.report.rows = sum(entry.rows for entry in chosen)
-                    return
-                if not chosen:
-                    self.report.status = "nothing_to_do"
-                    if session.columns(self.warehouse.schema, self.report.target_table):
-                        self.report.target_rows = self._count(session)
-                        self._record_success(self.report.target_rows)
-                    return
+            for attempt in range(CONNECTION_RETRIES + 1):
                 try:
-                    self._load(session, watermark, chosen)
-                except EXPECTED_ERRORS as exc:
-                    session.rollback()
-                    self._record_failure(str(exc))
-                    raise
-                count = self._count(session)
-            self.report.target_rows = count
-            self._record_success(count)
-            self.report.status = "success"
+                    self._attempt(dry_run, adopt_strays=adopt_strays)
+                    return
+                except ConnectionLost as lost:
+                    if attempt == CONNECTION_RETRIES:
+                        raise ConnectionLost(
+                            f"{lost}; gave up after {attempt + 1} attempts. Whatever the last "
+                            "attempt committed is in the ledger, and the next run loads exactly "
+                            "the files the ledger does not hold"
+                        ) from None
+                    wait = 2**attempt
+                    logger.warning(
+                        "%s; connecting again in %s s (the ledger says whether the lost "
+                        "attempt committed)",
+                        lost,
+                        wait,
+                    )
+                    self.retries.append(f"retried after: {lost}")
+                    time.sleep(wait)
+
+    def _attempt(self, dry_run: bool, *, adopt_strays: bool) -> None:
+        """One go at the load, on a fresh connection. Safe to repeat after a lost connection:
+        the ledger, read first, holds exactly the files an earlier attempt committed."""
+        self.report.decisions, self.report.strays = [], []
+        self.report.warnings = list(self.retries)
+        self.report.files = self.report.rows = 0
+        self.superseded = []
+        watermark, _ = self.store.load()
+        self.report.target_table = target_table_name(self.table, self.table_config)
+        self.report.write_mode = self._write_mode(watermark)
+        candidates = committed_files(self.storage, self.pipeline, self.table, watermark)
+        listing = {
+            info.key: info
+            for info in self.storage.list(naming.table_prefix(self.pipeline, self.table))
+        }
+        with self.warehouse.connect(read_only=dry_run) as session:
+            loaded = self._ledger(session, create=not dry_run)
+            landed = [entry for entry in self.in_flight if entry.key in loaded]
+            if landed:
+                # The lost attempt's commit reached the warehouse: its files are loaded.
+                self.report.files = len(landed)
+                self.report.rows = sum(entry.rows for entry in landed)
+                self.report.warnings.append(
+                    f"the connection broke before the warehouse confirmed the commit of "
+                    f"{len(landed)} file(s); the ledger holds them, so they are loaded once"
+                )
+            self.in_flight = []
+            if adopt_strays:
+                candidates += self._adopt(candidates, listing, loaded)
+            chosen = self._choose(watermark, candidates, listing, loaded)
+            if dry_run:
+                self.report.status = "dry_run"
+                self.report.files = len(chosen)
+                self.report.rows = sum(entry.rows for entry in chosen)
+                return
+            if not chosen:
+                self.report.status = "success" if landed else "nothing_to_do"
+                if session.columns(self.warehouse.schema, self.report.target_table):
+                    self.report.target_rows = self._count(session)
+                    self._record_success(self.report.target_rows)
+                return
+            try:
+                self.in_flight = list(chosen)
+                self._load(session, watermark, chosen)
+            except EXPECTED_ERRORS as exc:
+                session.rollback()
+                self._record_failure(str(exc))
+                raise
+            count = self._count(session)
+        self.in_flight = []
+        self.report.target_rows = count
+        self._record_success(count)
+        self.report.status = "success"
 
     def _count(self, session: Session) -> int:
         return int(session.query(f"SELECT COUNT(*) FROM {self._target()}")[0][0])

@@ -11,6 +11,7 @@ transaction where Redshift demands it.
 from __future__ import annotations
 
 from s3rs_dagster.adapters.warehouse.base import (
+    ConnectionLost,
     LoadError,
     Session,
     StagedFile,
@@ -47,6 +48,7 @@ def open_warehouse(
 
 
 __all__ = [
+    "ConnectionLost",
     "LoadError",
     "Session",
     "StagedFile",

@@ -20,6 +20,12 @@ class LoadError(WarehouseError):
     """The warehouse refused the data of a file: names the file, column, value and reason."""
 
 
+class ConnectionLost(WarehouseError):
+    """The connection to the warehouse broke mid-session (a dropped link or tunnel, a restarted
+    server, no answer within the client timeout). An open transaction may or may not have
+    committed: only the ledger can say, so the load re-reads it before anything else."""
+
+
 @dataclass(frozen=True)
 class StagedFile:
     """A Parquet file to load: its storage key, full URI, size and row count."""

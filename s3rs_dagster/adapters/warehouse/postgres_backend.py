@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 
 import psycopg
@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from s3rs_dagster.adapters.storage import Storage
 from s3rs_dagster.adapters.tunnel import TUNNELS
 from s3rs_dagster.adapters.warehouse.base import (
+    ConnectionLost,
     LoadError,
     Session,
     StagedFile,
@@ -97,24 +98,36 @@ class PostgresSession(Session):
         try:
             self.connection.execute(sql, list(params) or None)
         except psycopg.Error as exc:
-            raise WarehouseError(
-                f"{self.description} refused a statement: {_message(exc)}"
-            ) from None
+            raise self._error("refused a statement", exc) from None
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             return self.connection.execute(sql, list(params) or None).fetchall()
         except psycopg.Error as exc:
-            raise WarehouseError(f"{self.description} refused a query: {_message(exc)}") from None
+            raise self._error("refused a query", exc) from None
 
     def begin(self) -> None:
         """psycopg opens the transaction with the first statement."""
 
     def commit(self) -> None:
-        self.connection.commit()
+        try:
+            self.connection.commit()
+        except psycopg.Error as exc:
+            raise self._error("did not confirm the commit", exc) from None
 
     def rollback(self) -> None:
-        self.connection.rollback()
+        if not self.connection.closed:
+            with suppress(psycopg.Error):
+                self.connection.rollback()
+
+    def _error(self, what: str, exc: psycopg.Error) -> WarehouseError:
+        """ConnectionLost when the link broke (the statement's fate is unknown), else the
+        server's refusal."""
+        if self.connection.broken or self.connection.closed:
+            return ConnectionLost(
+                f"lost the connection to {self.description} ({what}): {_message(exc)}"
+            )
+        return WarehouseError(f"{self.description} {what}: {_message(exc)}")
 
     def type_sql(self, kind: WarehouseType) -> str:
         if kind.name in _SPELLING:
@@ -145,6 +158,8 @@ class PostgresSession(Session):
                         copy.write(csv_batch(batch))
                         rows += batch.num_rows
             except psycopg.Error as exc:
+                if self.connection.broken:
+                    raise self._error(f"while copying {file.uri}", exc) from None
                 raise LoadError(_load_error(file, exc)) from None
             except OSError as exc:
                 raise LoadError(f"cannot read {file.uri}: {exc}") from None
@@ -193,6 +208,12 @@ class PostgresWarehouse(Warehouse):
                     sslmode=c.sslmode,
                     connect_timeout=15,
                     application_name="s3rs",
+                    options=f"-c statement_timeout={c.statement_timeout_seconds * 1000}",
+                    keepalives=1,
+                    keepalives_idle=c.keepalive_seconds,
+                    keepalives_interval=c.keepalive_seconds,
+                    keepalives_count=3,
+                    tcp_user_timeout=c.client_timeout_seconds * 1000,
                 )
             except psycopg.Error as exc:
                 raise WarehouseError(
@@ -203,5 +224,4 @@ class PostgresWarehouse(Warehouse):
             try:
                 yield session
             finally:
-                if not connection.closed:
-                    connection.rollback()
+                session.rollback()

@@ -9,6 +9,7 @@ for the file, row, column, value and reason.
 from __future__ import annotations
 
 import json
+import struct
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
@@ -20,6 +21,7 @@ import redshift_connector
 from s3rs_dagster.adapters.storage import Storage, StorageError
 from s3rs_dagster.adapters.tunnel import TUNNELS
 from s3rs_dagster.adapters.warehouse.base import (
+    ConnectionLost,
     LoadError,
     Session,
     StagedFile,
@@ -33,6 +35,9 @@ from s3rs_dagster.adapters.warehouse.types import WarehouseType
 from s3rs_dagster.config import RedshiftTargetConfig, StorageConfig
 
 LOAD_MANIFESTS = "_state/_loads/"
+_DRIVER_ERRORS = (redshift_connector.Error, OSError, struct.error)
+"""What a statement can raise: the server's errors, and (unwrapped by the driver) a socket
+that timed out, was reset, or ended mid-message."""
 
 
 class RedshiftSession(Session):
@@ -58,10 +63,15 @@ class RedshiftSession(Session):
         """redshift-connector opens the transaction with the first statement."""
 
     def commit(self) -> None:
-        self.connection.commit()
+        try:
+            self.connection.commit()
+        except _DRIVER_ERRORS as exc:
+            raise self._error("did not confirm the commit", exc) from None
 
     def rollback(self) -> None:
-        with suppress(redshift_connector.Error):
+        # On a broken link the driver fails in odd ways (BrokenPipe, KeyError from its
+        # statement cache); there is nothing to roll back then: the server aborted it.
+        with suppress(*_DRIVER_ERRORS, KeyError):
             self.connection.rollback()
 
     def ddl(self, sql: str) -> None:
@@ -117,6 +127,8 @@ class RedshiftSession(Session):
             )
             try:
                 self.execute(sql)
+            except ConnectionLost:
+                raise
             except WarehouseError as exc:
                 self.rollback()
                 raise LoadError(self._diagnose(files, exc)) from None
@@ -169,10 +181,20 @@ class RedshiftSession(Session):
     def _run(self, cursor: redshift_connector.Cursor, sql: str, params: Sequence[Any]) -> None:
         try:
             cursor.execute(sql, tuple(params) if params else None)
-        except redshift_connector.Error as exc:
-            raise WarehouseError(
-                f"{self.warehouse.description} refused a statement: {self._scrub(str(exc))}"
-            ) from None
+        except _DRIVER_ERRORS as exc:
+            raise self._error("refused a statement", exc) from None
+
+    def _error(self, what: str, exc: Exception) -> WarehouseError:
+        """ConnectionLost when the link broke or went silent past the client timeout (the
+        statement's fate is unknown); else the server's refusal (a ProgrammingError)."""
+        if not isinstance(exc, redshift_connector.Error) or isinstance(
+            exc, redshift_connector.InterfaceError | redshift_connector.OperationalError
+        ):
+            return ConnectionLost(
+                f"lost the connection to {self.warehouse.description} ({what}): "
+                f"{self._scrub(str(exc))}"
+            )
+        return WarehouseError(f"{self.warehouse.description} {what}: {self._scrub(str(exc))}")
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -238,14 +260,28 @@ class RedshiftWarehouse(Warehouse):
                     password=c.password.get_secret_value(),
                     ssl=c.sslmode != "disable",
                     sslmode=c.sslmode if c.sslmode != "disable" else "verify-ca",
-                    timeout=30,
+                    # The socket timeout bounds every wait for an answer: the statement
+                    # timeout plus grace (it was a fixed 30 s, which failed any longer COPY).
+                    timeout=c.client_timeout_seconds,
+                    tcp_keepalive=True,
+                    tcp_keepalive_idle=c.keepalive_seconds,
+                    tcp_keepalive_interval=c.keepalive_seconds,
+                    tcp_keepalive_count=3,
                     application_name="s3rs",
                 )
             except redshift_connector.Error as exc:
                 raise WarehouseError(f"cannot connect to {self.description}: {exc}") from None
-            stack.callback(connection.close)
+            stack.callback(_close_quietly, connection)
             session = RedshiftSession(connection, self)
+            session.execute(f"SET statement_timeout TO {c.statement_timeout_seconds * 1000}")
+            session.commit()
             try:
                 yield session
             finally:
                 session.rollback()
+
+
+def _close_quietly(connection: redshift_connector.Connection) -> None:
+    """Close; a connection whose link already broke cannot say goodbye, and need not."""
+    with suppress(*_DRIVER_ERRORS, KeyError):
+        connection.close()
