@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from typing import Any
 
@@ -23,6 +23,8 @@ import pyarrow as pa
 
 _BATCH, _END, _ERROR = b"B", b"Z", b"E"
 _STOP_SECONDS = 5
+_LIVENESS_SECONDS = 1.0
+LINK_LOST = "the link to the source was lost while reading"
 
 
 class ArrowReaderError(Exception):
@@ -36,13 +38,27 @@ class ArrowReader:
         self._process: Any = None
         self._pipe: multiprocessing.connection.Connection | None = None
 
-    def stream(self, url: str, query: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """The query's rows as record batches of up to `batch_rows` rows."""
+    def stream(
+        self,
+        url: str,
+        query: str,
+        batch_rows: int,
+        link_alive: Callable[[], bool] = lambda: True,
+    ) -> Iterator[pa.RecordBatch]:
+        """The query's rows as record batches of up to `batch_rows` rows.
+
+        While it waits, it asks `link_alive` every second: a tunnel whose SSH link died does
+        not always close the forwarded socket, and connectorx has no read timeout, so without
+        the question the child would wait forever. A dead link stops the child and raises.
+        """
         pipe = self._start()
         pipe.send((url, query, batch_rows))
         finished = False
         try:
             while True:
+                while not pipe.poll(_LIVENESS_SECONDS):
+                    if not link_alive():
+                        raise ArrowReaderError(LINK_LOST)
                 try:
                     message = pipe.recv_bytes()
                 except (EOFError, OSError):

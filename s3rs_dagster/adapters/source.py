@@ -28,7 +28,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
 
-from s3rs_dagster.adapters.arrow_reader import ArrowReader, ArrowReaderError
+from s3rs_dagster.adapters.arrow_reader import LINK_LOST, ArrowReader, ArrowReaderError
 from s3rs_dagster.adapters.tunnel import TUNNELS, TunnelError, TunnelRegistry
 from s3rs_dagster.config import AnySourceConfig, SourceConfig, SqliteSourceConfig
 
@@ -162,6 +162,7 @@ def explain_source_error(exc: DBAPIError, source: AnySourceConfig, name: str) ->
 
 
 _ARROW_CONNECTION_LOST = (
+    LINK_LOST,
     "Connection refused",
     "Connection reset",
     "Broken pipe",
@@ -288,13 +289,20 @@ class SourceConnection:
             self._arrow_reader = ArrowReader()
         try:
             yield from self._arrow_reader.stream(
-                url.render_as_string(hide_password=False), query, size
+                url.render_as_string(hide_password=False), query, size, self._link_alive
             )
         except ArrowReaderError as exc:
             message = str(exc)
             if any(text in message for text in _ARROW_CONNECTION_LOST):
                 raise ConnectionLost(message) from None
             raise SourceError(f"query on the source failed: {message}") from None
+
+    def _link_alive(self) -> bool:
+        """False once the source's SSH tunnel has lost its link to the bastion."""
+        if not self.source.ssh_tunnel.enabled:
+            return True
+        assert isinstance(self.source, SourceConfig)
+        return TUNNELS.is_alive(self.source.ssh_tunnel, self.source.host, self.source.port)
 
     def _as_text(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """SQLite returns typed values; give them as text, as MySQL's raw protocol does."""

@@ -93,6 +93,12 @@ class TunnelRegistry:
                 shared.forwarder.stop(force=True)
                 shared.forwarder = _open(tunnel, remote_host, remote_port, shared.port)
 
+    def is_alive(self, tunnel: SshTunnelConfig, remote_host: str, remote_port: int) -> bool:
+        """Whether the tunnel to remote_host:remote_port is open and its SSH link is up."""
+        with self._lock:
+            shared = self._tunnels.get(_key(tunnel, remote_host, remote_port))
+            return shared is not None and shared.forwarder.is_active
+
     def open_count(self) -> int:
         """How many tunnels are open now (one per bastion and remote endpoint)."""
         with self._lock:

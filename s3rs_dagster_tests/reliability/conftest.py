@@ -19,7 +19,7 @@ import pytest
 
 from s3rs_dagster_tests.conftest import REPO
 from s3rs_dagster_tests.core.conftest import make_config, source_db
-from s3rs_dagster_tests.reliability.proxy import FaultProxy
+from s3rs_dagster_tests.reliability.proxy import Proxies
 
 __all__ = ["make_config", "source_db"]  # the core fixtures, for this package too
 
@@ -108,28 +108,23 @@ def _cell(text: str) -> str:
 
 
 @pytest.fixture
-def reliability_note(request: pytest.FixtureRequest) -> Callable[[str], None]:
+def reliability_note(request: pytest.FixtureRequest) -> Callable[..., None]:
     """Add a note (e.g. a case count) to this test's row of docs/RELIABILITY.md."""
 
-    def note(text: str) -> None:
+    def note(text: str, *, replace: bool = False) -> None:
         print(text)
         record = _OUTCOMES.get(request.node.nodeid)
         if record is not None:
+            if replace:
+                record.notes.clear()
             record.notes.append(text)
 
     return note
 
 
 @pytest.fixture
-def proxies() -> Iterator[Callable[..., FaultProxy]]:
-    """Start fault proxies in front of servers; all are closed after the test."""
-    started: list[FaultProxy] = []
-
-    def start(host: str, port: int | str, **options: Any) -> FaultProxy:
-        proxy = FaultProxy(host, int(port), **options)
-        started.append(proxy)
-        return proxy
-
-    yield start
-    for proxy in started:
-        proxy.close()
+def proxies() -> Iterator[Proxies]:
+    """Fault proxies for one test, all closed after it."""
+    pool = Proxies()
+    yield pool
+    pool.close_all()

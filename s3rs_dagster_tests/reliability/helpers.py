@@ -51,6 +51,7 @@ def build_config(
     source: dict[str, Any] | None = None,
     storage: dict[str, Any] | None = None,
     warehouse: dict[str, Any] | None = None,
+    processing: dict[str, Any] | None = None,
 ) -> Config:
     """A config for pipeline 'p' over `db`; the dicts override (e.g. a proxy's port)."""
     schema = f"r_{uuid.uuid4().hex[:10]}"
@@ -98,6 +99,7 @@ def build_config(
             "p": {
                 "source": "src",
                 "target": "wh",
+                **({"processing": processing} if processing else {}),
                 "tables": {
                     (key if "." in key else f"{db.name}.{key}"): value
                     for key, value in tables.items()

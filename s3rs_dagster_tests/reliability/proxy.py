@@ -21,6 +21,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 _Armed = tuple[bytes, str, float, bytes | None, Callable[[], None] | None]
 
@@ -208,3 +209,19 @@ class FaultProxy:
                 self._pairs.add(pair)
                 self.connections += 1
             pair.start()
+
+
+class Proxies:
+    """Starts fault proxies in front of servers; `close_all` closes every one started."""
+
+    def __init__(self) -> None:
+        self.started: list[FaultProxy] = []
+
+    def __call__(self, host: str, port: int | str, **options: Any) -> FaultProxy:
+        proxy = FaultProxy(host, int(port), **options)
+        self.started.append(proxy)
+        return proxy
+
+    def close_all(self) -> None:
+        for proxy in self.started:
+            proxy.close()

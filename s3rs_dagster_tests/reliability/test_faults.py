@@ -39,9 +39,8 @@ from s3rs_dagster_tests.reliability.helpers import (
     drop_target_schema,
     upsert,
 )
-from s3rs_dagster_tests.reliability.proxy import FaultProxy
+from s3rs_dagster_tests.reliability.proxy import FaultProxy, Proxies
 
-Proxies = Callable[..., FaultProxy]
 LEDGER_INSERT = b'"s3rs_loaded_files" (pipeline'
 reliability = pytest.mark.reliability
 
@@ -54,9 +53,12 @@ def orders(source_db: SourceDb) -> SourceDb:
 
 
 @pytest.fixture
-def cleanup(stack: Stack) -> Iterator[list[Config]]:
+def cleanup(stack: Stack, proxies: Proxies) -> Iterator[list[Config]]:
+    """Drops the targets' schemas after the test, once its proxies are closed: a connection a
+    proxy still black-holes keeps its server session, and its locks, alive."""
     configs: list[Config] = []
     yield configs
+    proxies.close_all()
     for config in configs:
         drop_target_schema(config, stack)
 
