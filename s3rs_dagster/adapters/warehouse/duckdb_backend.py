@@ -1,21 +1,36 @@
-"""DuckDB: the embedded warehouse. Staging is filled straight from Arrow record batches."""
+"""DuckDB: the embedded warehouse. Staging is filled by DuckDB's own Parquet reader.
+
+DuckDB reads the files itself (`read_parquet` over a list of local files, in parallel and
+without Python in the way), a batch of files per INSERT. Files in S3 are first copied to a
+temporary folder, several at once and ahead of the INSERTs, and removed after their batch; the
+embedded database has no S3 access of its own (httpfs is an extension it would download).
+
+Memory is bounded by DuckDB's `memory_limit` (the target's setting): staging, the merge's
+window and joins spill to DuckDB's temporary folder beyond it, so a load of 10M rows needs no
+more memory than one of 2M. `preserve_insertion_order = false` lets inserts and joins run
+without keeping row order, which nothing here relies on (every read-back orders explicitly).
+"""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow.parquet as pq
+import pyarrow.fs as pafs
 
 from s3rs_dagster.adapters.storage import Storage
 from s3rs_dagster.adapters.warehouse.base import (
+    FETCH_THREADS,
     LoadError,
     Session,
     StagedFile,
     Warehouse,
     WarehouseError,
+    prefetched,
     quote,
 )
 from s3rs_dagster.adapters.warehouse.types import WarehouseType
@@ -34,6 +49,11 @@ _READ_BACK = {
     "FLOAT": "REAL",
     "TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ",
 }
+
+INSERT_BYTES = 16 * 1024 * 1024
+"""Parquet bytes per INSERT ... FROM read_parquet: enough files for DuckDB to read in parallel,
+few enough that the temporary copies stay small."""
+_COPY_CHUNK = 1024 * 1024
 
 
 class DuckdbSession(Session):
@@ -94,26 +114,52 @@ class DuckdbSession(Session):
         files: Sequence[StagedFile],
         storage: Storage,
     ) -> int:
+        columns = ", ".join(quote(name) for name, _ in fields)
+        insert = f"INSERT INTO {quote(staging)} ({columns}) SELECT {columns} FROM read_parquet(?)"
         filesystem, base = storage.filesystem()
         rows = 0
-        for file in files:
-            try:
-                with filesystem.open_input_file(f"{base}/{file.key}") as handle:
-                    reader = pq.ParquetFile(handle)
-                    for batch in reader.iter_batches(batch_size=65_536):
-                        self.connection.register("s3rs_batch", batch)
-                        try:
-                            self.connection.execute(
-                                f"INSERT INTO {quote(staging)} SELECT * FROM s3rs_batch"
-                            )
-                        finally:
-                            self.connection.unregister("s3rs_batch")
-                        rows += batch.num_rows
-            except duckdb.Error as exc:
-                raise LoadError(f"DuckDB refused {file.uri}: {exc}") from None
-            except OSError as exc:
-                raise LoadError(f"cannot read {file.uri}: {exc}") from None
+        with tempfile.TemporaryDirectory(prefix="s3rs-duckdb-") as folder:
+
+            def local_copy(file: StagedFile) -> Path:
+                source = f"{base}/{file.key}"
+                if isinstance(filesystem, pafs.LocalFileSystem):
+                    return Path(source)
+                path = Path(folder) / f"{len(file.key)}-{file.key.replace('/', '_')}"
+                try:
+                    with filesystem.open_input_stream(source) as stream, path.open("wb") as out:
+                        while chunk := stream.read(_COPY_CHUNK):
+                            out.write(chunk)
+                except OSError as exc:
+                    raise LoadError(f"cannot read {file.uri}: {exc}") from None
+                return path
+
+            batch: dict[Path, StagedFile] = {}
+            size = 0
+            copies = prefetched(files, local_copy, ahead=4 * FETCH_THREADS)
+            for index, (file, path) in enumerate(copies):
+                batch[path] = file
+                size += file.size
+                if size >= INSERT_BYTES or index == len(files) - 1:
+                    rows += self._insert(insert, batch, temporary=Path(folder))
+                    batch, size = {}, 0
         return rows
+
+    def _insert(self, insert: str, batch: dict[Path, StagedFile], *, temporary: Path) -> int:
+        """One INSERT of a batch of local files; their temporary copies are removed after."""
+        try:
+            counted = self.connection.execute(insert, [[str(path) for path in batch]]).fetchone()
+        except duckdb.Error as exc:
+            message = str(exc)
+            for path, file in batch.items():
+                message = message.replace(str(path), file.uri)
+            uris = [file.uri for file in batch.values()]
+            shown = ", ".join(uris[:3]) + (f" and {len(uris) - 3} more" if len(uris) > 3 else "")
+            raise LoadError(f"DuckDB refused a file of {shown}: {message}") from None
+        finally:
+            for path in batch:
+                if path.is_relative_to(temporary):
+                    path.unlink(missing_ok=True)
+        return int(counted[0]) if counted else 0
 
 
 class DuckdbWarehouse(Warehouse):
@@ -137,6 +183,8 @@ class DuckdbWarehouse(Warehouse):
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 connection = duckdb.connect(str(path))
+            connection.execute("SET memory_limit = ?", [self.config.memory_limit])
+            connection.execute("SET preserve_insertion_order = false")
         except duckdb.Error as exc:
             raise WarehouseError(f"cannot open {self.description}: {exc}") from None
         session = DuckdbSession(connection)
