@@ -17,6 +17,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from s3rs_dagster.adapters.storage import open_storage
+from s3rs_dagster.adapters.warehouse import duckdb_backend
 from s3rs_dagster.config import Config
 from s3rs_dagster.core import naming
 from s3rs_dagster.core.extract import extract_table
@@ -142,6 +143,37 @@ def test_rounds_of_inserts_and_updates_keep_target_equal_to_source(
         assert_target_equals_source(orders_config, stack, source_db)
         assert redshift_state_total(orders_config, table) == len(source_rows(source_db))
     assert runs[0].load.write_mode == "merge"
+
+
+def test_one_load_of_many_files_repeating_keys_keeps_the_newest_exact_values(
+    orders_config: Config, source_db: SourceDb, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three extractions, one load: the staged batch repeats keys across files (ranked, newest
+    wins); a later batch repeats none (merged as staged). Exact decimals, microseconds, NULLs
+    and 4-byte UTF-8 throughout, and DuckDB reads one file per INSERT here."""
+    monkeypatch.setattr(duckdb_backend, "INSERT_BYTES", 1)
+    table = f"{source_db.name}.orders"
+    upsert(source_db, range(1, 61), BASE_TIME, "first")
+    source_db.execute("UPDATE orders SET note = NULL WHERE id % 5 = 0")
+    source_db.execute("UPDATE orders SET note = '😀 é\t\"q\",' WHERE id % 7 = 0")
+    assert extract_table(orders_config, "p", table, limit=7).ok
+    upsert(source_db, [*range(10, 30), *range(61, 71)], BASE_TIME + timedelta(days=1), "second")
+    assert extract_table(orders_config, "p", table, limit=7).ok
+    upsert(source_db, range(20, 26), BASE_TIME + timedelta(days=2), "third")
+    assert extract_table(orders_config, "p", table, limit=7).ok
+    files = len(committed_files(open_storage(orders_config.storage), "p", table))
+    assert files > 12
+
+    report = load_table(orders_config, "p", table)
+    assert report.status == "success", report.error
+    assert (report.files, report.rows) == (files, 60 + 30 + 6)
+    assert_target_equals_source(orders_config, stack, source_db)
+
+    upsert(source_db, range(65, 80), BASE_TIME + timedelta(days=3), "fourth")
+    assert extract_table(orders_config, "p", table, limit=7).ok
+    assert load_table(orders_config, "p", table).status == "success"
+    assert_target_equals_source(orders_config, stack, source_db)
+    assert redshift_state_total(orders_config, table) == 79
 
 
 def test_backup_only_then_redshift_only_in_another_process(
