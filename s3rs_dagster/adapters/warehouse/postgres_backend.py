@@ -93,7 +93,7 @@ def csv_batch(batch: pa.RecordBatch) -> bytes:
     pacsv.write_csv(
         table,
         sink,
-        write_options=pacsv.WriteOptions(include_header=False, quoting_style="all_valid"),
+        write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"),
     )
     return sink.getvalue()
 
