@@ -434,7 +434,7 @@ class _Load:
             for statement in statements:
                 logger.debug("warehouse SQL: %s", statement)
                 session.execute(statement)
-            session.execute(f"DROP TABLE {quote(staging)}")
+            session.unstage(staging)
             self.report.rows += rows
             self.report.files += len(group)
         self._insert_ledger(session, [*files, *self.superseded])

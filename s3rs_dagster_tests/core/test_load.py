@@ -17,7 +17,6 @@ import pytest
 from psycopg.rows import dict_row
 
 from s3rs_dagster.adapters.storage import open_storage
-from s3rs_dagster.adapters.warehouse import duckdb_backend
 from s3rs_dagster.config import Config
 from s3rs_dagster.core import naming
 from s3rs_dagster.core.extract import extract_table
@@ -152,12 +151,11 @@ def test_rounds_of_inserts_and_updates_keep_target_equal_to_source(
 
 
 def test_one_load_of_many_files_repeating_keys_keeps_the_newest_exact_values(
-    orders_config: Config, source_db: SourceDb, stack: Stack, monkeypatch: pytest.MonkeyPatch
+    orders_config: Config, source_db: SourceDb, stack: Stack
 ) -> None:
     """Three extractions, one load: the staged batch repeats keys across files (ranked, newest
     wins); a later batch repeats none (merged as staged). Exact decimals, microseconds, NULLs
-    and 4-byte UTF-8 throughout, and DuckDB reads one file per INSERT here."""
-    monkeypatch.setattr(duckdb_backend, "INSERT_BYTES", 1)
+    and 4-byte UTF-8 throughout."""
     table = f"{source_db.name}.orders"
     upsert(source_db, range(1, 61), BASE_TIME, "first")
     source_db.execute("UPDATE orders SET note = NULL WHERE id % 5 = 0")

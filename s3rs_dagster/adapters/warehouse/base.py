@@ -96,7 +96,6 @@ class Session(ABC):
         self.execute(f"CREATE TEMP TABLE {quote(staging)} ({columns})")
         return self.fill(staging, fields, files, storage)
 
-    @abstractmethod
     def fill(
         self,
         staging: str,
@@ -104,7 +103,13 @@ class Session(ABC):
         files: Sequence[StagedFile],
         storage: Storage,
     ) -> int:
-        """Fill the empty staging table from the files (this backend's way); return its rows."""
+        """Fill the empty staging table from the files (this backend's way); return its rows.
+        Every backend that keeps the default stage() implements it."""
+        raise NotImplementedError
+
+    def unstage(self, staging: str) -> None:
+        """Drop what stage() made, once the batch is merged."""
+        self.execute(f"DROP TABLE {quote(staging)}")
 
     def ddl(self, sql: str) -> None:
         """Run a schema change and make it durable (Redshift runs some only outside a
