@@ -307,6 +307,11 @@ class DuckdbTargetConfig(_Model):
     type: Literal["duckdb"]
     path: Path
     schema_: str = Field(default="main", alias="schema")
+    memory_limit: str = Field(
+        default="256MB",
+        description="DuckDB's memory_limit during a load (e.g. 256MB, 2GB): beyond it DuckDB "
+        "spills to disk, so a load's memory does not grow with the number of rows.",
+    )
 
 
 TARGET_TYPES = ("redshift", "postgres", "duckdb")

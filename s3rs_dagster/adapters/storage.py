@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 import boto3
+import botocore.session
 import pyarrow.fs as pafs
 from boto3.exceptions import S3UploadFailedError
 from botocore.client import BaseClient
@@ -38,6 +39,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     NoCredentialsError,
 )
+from botocore.utils import parse_timestamp
 
 from s3rs_dagster.config import StorageConfig
 
@@ -219,10 +221,15 @@ class S3Storage(Storage):
         self._root = f"{prefix}/" if prefix else ""
         self._config = config
         self._max_attempts = max_attempts
+        core = botocore.session.get_session()
+        core.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=_timestamp
+        )
         self._session = boto3.session.Session(
             aws_access_key_id=config.access_key_id,
             aws_secret_access_key=self._secret(),
             region_name=config.region,
+            botocore_session=core,
         )
         self.region: str = config.region or self._session.region_name or DEFAULT_REGION
         self._client = self._session.client(
@@ -428,6 +435,18 @@ class S3Storage(Storage):
         if credentials is None:
             return "none found in the standard AWS chain"
         return f"access key id {credentials.access_key[:4]}... from the standard AWS chain"
+
+
+def _timestamp(value: str) -> datetime:
+    """botocore's timestamp parser for this adapter's clients: S3's ISO 8601 timestamps
+    ('2026-11-26T17:45:27.000Z', one per listed object) by datetime.fromisoformat, which is ~50x
+    faster than the dateutil parse botocore uses (most of a long listing's time went there);
+    anything else (HTTP dates in headers, epoch numbers, no zone) by botocore's own parser."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return parse_timestamp(value)
+    return parsed if parsed.tzinfo is not None else parse_timestamp(value)
 
 
 def _unquote(etag: str) -> str:

@@ -10,14 +10,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from s3rs_dagster.adapters.storage import Storage, StorageError
 from s3rs_dagster.core import naming
 from s3rs_dagster.core.state import FileEntry, StateError, Watermark, utc_now
 
 MANIFEST_FORMAT = "s3rs-manifest/1"
+READ_THREADS = 8
+"""Manifests read at once: a table has one per extraction run (and chunk), so hundreds of small
+GETs, each mostly waiting on the store."""
+
+
+class _Manifest(BaseModel):
+    """The fields of a manifest that loading reads, parsed and validated in one pass."""
+
+    model_config = ConfigDict(extra="ignore")
+    format: str | None = None
+    files: list[FileEntry] = []
 
 
 def write_manifest(
@@ -43,10 +55,15 @@ def committed_files(
     storage: Storage, pipeline: str, table: str, watermark: Watermark
 ) -> list[FileEntry]:
     """Every committed file of a table, oldest first, each once."""
+    keys = [
+        info.key
+        for info in storage.list(naming.manifests_prefix(pipeline, table))
+        if info.key.endswith(".json")
+    ]
     entries: dict[str, FileEntry] = {}
-    for info in storage.list(naming.manifests_prefix(pipeline, table)):
-        if info.key.endswith(".json"):
-            for entry in _read(storage, info.key):
+    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="s3rs-manifests") as pool:
+        for manifest in pool.map(lambda key: _read(storage, key), keys):
+            for entry in manifest:
                 entries[entry.key] = entry
     for entry in watermark.pending_files:
         entries[entry.key] = entry
@@ -56,17 +73,27 @@ def committed_files(
 def _read(storage: Storage, key: str) -> list[FileEntry]:
     uri = storage.uri(key)
     try:
-        document = json.loads(storage.get_bytes(key)[0])
+        body = storage.get_bytes(key)[0]
     except StorageError as exc:
         raise StateError(f"cannot read the manifest {uri}: {exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StateError(
-            f"the manifest {uri} is not valid JSON ({exc}); restore it from a backup. "
-            "Nothing was loaded"
-        ) from None
-    if not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT:
-        raise StateError(f"{uri} is not an s3rs manifest ({MANIFEST_FORMAT}). Nothing was loaded")
     try:
-        return [FileEntry.model_validate(entry) for entry in document.get("files", [])]
+        manifest = _Manifest.model_validate_json(body)
     except ValidationError as exc:
-        raise StateError(f"the manifest {uri} is invalid: {exc.errors()[0]['msg']}") from None
+        raise _problem(uri, body, exc) from None
+    if manifest.format != MANIFEST_FORMAT:
+        raise StateError(f"{uri} is not an s3rs manifest ({MANIFEST_FORMAT}). Nothing was loaded")
+    return manifest.files
+
+
+def _problem(uri: str, body: bytes, exc: ValidationError) -> StateError:
+    """What is wrong with a manifest that did not validate, in the reader's terms."""
+    try:
+        document = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return StateError(
+            f"the manifest {uri} is not valid JSON ({error}); restore it from a backup. "
+            "Nothing was loaded"
+        )
+    if not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT:
+        return StateError(f"{uri} is not an s3rs manifest ({MANIFEST_FORMAT}). Nothing was loaded")
+    return StateError(f"the manifest {uri} is invalid: {exc.errors()[0]['msg']}")

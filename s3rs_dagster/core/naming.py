@@ -71,4 +71,13 @@ def file_timestamp(key: str) -> datetime | None:
     match = _FILE_TIMESTAMP.search(key)
     if match is None:
         return None
-    return datetime.strptime(match.group(1), "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
+    text = match.group(1)  # YYYYmmdd_HHMMSS, sliced: strptime is slow over 10,000s of keys
+    return datetime(
+        int(text[0:4]),
+        int(text[4:6]),
+        int(text[6:8]),
+        int(text[9:11]),
+        int(text[11:13]),
+        int(text[13:15]),
+        tzinfo=UTC,
+    )

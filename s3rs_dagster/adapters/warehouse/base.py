@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from s3rs_dagster.adapters.storage import Storage
 from s3rs_dagster.adapters.warehouse.types import WarehouseType
+
+FETCH_THREADS = 8
+"""Files read from storage at once while staging. Data files are small (one per partition and
+chunk), so one at a time leaves the link and the CPU waiting on each request's latency."""
+
+T = TypeVar("T")
 
 
 class WarehouseError(Exception):
@@ -88,7 +96,6 @@ class Session(ABC):
         self.execute(f"CREATE TEMP TABLE {quote(staging)} ({columns})")
         return self.fill(staging, fields, files, storage)
 
-    @abstractmethod
     def fill(
         self,
         staging: str,
@@ -96,7 +103,13 @@ class Session(ABC):
         files: Sequence[StagedFile],
         storage: Storage,
     ) -> int:
-        """Fill the empty staging table from the files (this backend's way); return its rows."""
+        """Fill the empty staging table from the files (this backend's way); return its rows.
+        Every backend that keeps the default stage() implements it."""
+        raise NotImplementedError
+
+    def unstage(self, staging: str) -> None:
+        """Drop what stage() made, once the batch is merged."""
+        self.execute(f"DROP TABLE {quote(staging)}")
 
     def ddl(self, sql: str) -> None:
         """Run a schema change and make it durable (Redshift runs some only outside a
@@ -140,3 +153,29 @@ class Warehouse(ABC):
 def batched(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def prefetched(
+    files: Sequence[StagedFile], work: Callable[[StagedFile], T], *, ahead: int
+) -> Iterator[tuple[StagedFile, T]]:
+    """(file, work(file)) for each file in order, `work` running in FETCH_THREADS threads at
+    most `ahead` files ahead of the consumer, so what is read ahead (memory, temporary disk)
+    stays bounded whatever the number of files. Work not started when the consumer stops is
+    cancelled; `work` must release the GIL for the threads to help (pyarrow's I/O does)."""
+    pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="s3rs-fetch")
+    queue: deque[tuple[StagedFile, Future[T]]] = deque()
+    remaining = iter(files)
+    try:
+        for file in remaining:
+            queue.append((file, pool.submit(work, file)))
+            if len(queue) >= ahead:
+                break
+        while queue:
+            file, future = queue.popleft()
+            result = future.result()
+            following = next(remaining, None)
+            if following is not None:
+                queue.append((following, pool.submit(work, following)))
+            yield file, result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,7 +1,14 @@
-"""PostgreSQL: staging is filled with COPY FROM STDIN, fed CSV that pyarrow writes per batch."""
+"""PostgreSQL: staging is filled with one COPY FROM STDIN per load, fed CSV that pyarrow writes.
+
+Threads read the files ahead of the COPY (a file is read whole, decoded and written as CSV by
+pyarrow, which releases the GIL), so the server parses one file's rows while the next files are
+fetched and converted; at most FETCH_THREADS files are held at once (a file holds one extract
+chunk at most, `batch_size` rows).
+"""
 
 from __future__ import annotations
 
+import bisect
 import io
 import re
 from collections.abc import Iterator, Sequence
@@ -16,12 +23,14 @@ import pyarrow.parquet as pq
 from s3rs_dagster.adapters.storage import Storage
 from s3rs_dagster.adapters.tunnel import TUNNELS
 from s3rs_dagster.adapters.warehouse.base import (
+    FETCH_THREADS,
     ConnectionLost,
     LoadError,
     Session,
     StagedFile,
     Warehouse,
     WarehouseError,
+    prefetched,
     quote,
 )
 from s3rs_dagster.adapters.warehouse.types import WarehouseType
@@ -84,7 +93,7 @@ def csv_batch(batch: pa.RecordBatch) -> bytes:
     pacsv.write_csv(
         table,
         sink,
-        write_options=pacsv.WriteOptions(include_header=False, quoting_style="all_valid"),
+        write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"),
     )
     return sink.getvalue()
 
@@ -145,24 +154,33 @@ class PostgresSession(Session):
         storage: Storage,
     ) -> int:
         filesystem, base = storage.filesystem()
-        names = ", ".join(quote(name) for name, _ in fields)
-        rows = 0
-        for file in files:
+
+        def csv_of(file: StagedFile) -> tuple[list[bytes], int]:
             try:
-                with (
-                    filesystem.open_input_file(f"{base}/{file.key}") as handle,
-                    self.connection.cursor() as cursor,
-                    cursor.copy(f"COPY {quote(staging)} ({names}) FROM STDIN (FORMAT csv)") as copy,
-                ):
-                    for batch in pq.ParquetFile(handle).iter_batches(batch_size=65_536):
-                        copy.write(csv_batch(batch))
-                        rows += batch.num_rows
-            except psycopg.Error as exc:
-                if self.connection.broken:
-                    raise self._error(f"while copying {file.uri}", exc) from None
-                raise LoadError(_load_error(file, exc)) from None
+                with filesystem.open_input_stream(f"{base}/{file.key}") as stream:
+                    table = pq.read_table(pa.BufferReader(stream.read_buffer()))
             except OSError as exc:
                 raise LoadError(f"cannot read {file.uri}: {exc}") from None
+            return [csv_batch(batch) for batch in table.to_batches(65_536)], table.num_rows
+
+        names = ", ".join(quote(name) for name, _ in fields)
+        starts: list[int] = []
+        """The COPY line of each file's first row, to name the file of a refused line."""
+        rows = 0
+        try:
+            with (
+                self.connection.cursor() as cursor,
+                cursor.copy(f"COPY {quote(staging)} ({names}) FROM STDIN (FORMAT csv)") as copy,
+            ):
+                for _file, (chunks, count) in prefetched(files, csv_of, ahead=FETCH_THREADS):
+                    starts.append(rows + 1)
+                    for chunk in chunks:
+                        copy.write(chunk)
+                    rows += count
+        except psycopg.Error as exc:
+            if self.connection.broken:
+                raise self._error("while copying staged files", exc) from None
+            raise LoadError(_load_error(files, starts, exc)) from None
         return rows
 
 
@@ -172,11 +190,19 @@ def _message(exc: psycopg.Error) -> str:
     return primary.strip()
 
 
-def _load_error(file: StagedFile, exc: psycopg.Error) -> str:
-    diag = exc.diag
-    where = _CONTEXT.search(diag.context or "")
-    location = f" at row {where.group(1)}, column {where.group(2)}" if where else ""
-    return f"PostgreSQL refused {file.uri}{location}: {_message(exc)}"
+def _load_error(files: Sequence[StagedFile], starts: Sequence[int], exc: psycopg.Error) -> str:
+    """The refused file and its row, from the COPY line PostgreSQL names."""
+    where = _CONTEXT.search(exc.diag.context or "")
+    if where is None or not starts:
+        more = f" and {len(files) - 1} more" if len(files) > 1 else ""
+        return f"PostgreSQL refused the COPY of {files[0].uri}{more}: {_message(exc)}"
+    line = int(where.group(1))
+    index = bisect.bisect_right(starts, line) - 1
+    row = line - starts[index] + 1
+    return (
+        f"PostgreSQL refused {files[index].uri} at row {row}, column {where.group(2)}: "
+        f"{_message(exc)}"
+    )
 
 
 class PostgresWarehouse(Warehouse):
