@@ -15,6 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from s3rs_dagster_tests.reliability.report import (  # noqa: F401  hooks and fixture of docs/RELIABILITY.md
+    pytest_collection_modifyitems,
+    pytest_runtest_makereport,
+    pytest_sessionfinish,
+    reliability_note,
+)
+
 REPO = Path(__file__).resolve().parent.parent
 STACK_VARIABLES = (
     "MYSQL_HOST", "MYSQL_PORT", "MYSQL_USER", "MYSQL_PASSWORD", "MYSQL_DATABASE",
