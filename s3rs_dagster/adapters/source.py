@@ -221,7 +221,8 @@ class SourceConnection:
         self.engine.dispose()
         try:
             self._open()
-        except (SourceError, TunnelError) as exc:
+        except (SourceError, TunnelError, pymysql.err.OperationalError) as exc:
+            # A pool reconnecting after dispose() may raise the driver's own error, unwrapped.
             raise ConnectionLost(str(exc)) from None
 
     def close(self) -> None:

@@ -455,6 +455,8 @@ class _Run:
         self.chunks_done += 1
         for attempt in range(CONNECTION_RETRIES + 1):
             try:
+                if attempt:
+                    connection.reconnect()
                 # Built anew on each attempt: a retried chunk starts after the last commit.
                 query = self._chunk_query(connection, null_lane)
                 return self._stream_chunk(connection, query, null_lane)
@@ -465,7 +467,6 @@ class _Run:
                         f"{CONNECTION_RETRIES + 1} times in a row; last error: {lost}"
                     ) from None
                 time.sleep(2**attempt)
-                connection.reconnect()
         raise AssertionError("unreachable")
 
     def _where(self, null_lane: bool) -> tuple[list[str], list[object]]:

@@ -335,7 +335,7 @@ def _s3_via(stack: Stack, proxy: FaultProxy, tmp_path: Path) -> dict[str, Any]:
 
 
 @reliability(
-    "S3 refuses connections for 1 s during a Parquet upload",
+    "S3 resets a Parquet upload and refuses connections for 0.3 s",
     "the S3 client's bounded retries carry the upload; the run succeeds",
 )
 def test_s3_blip_during_upload_is_retried(
@@ -346,7 +346,7 @@ def test_s3_blip_during_upload_is_retried(
         stack, orders, tmp_path, {"orders": HYBRID}, storage=_s3_via(stack, s3, tmp_path)
     )
     cleanup.append(config)
-    s3.arm(b".parquet HTTP/1.1", "cut", outage=1.0)
+    s3.arm(b".parquet HTTP/1.1", "cut", outage=0.3)
     run = sync_pipeline(config, "p", limit=10)[0]
     assert s3.fired.is_set()
     assert run.ok, (run.extract and run.extract.error, run.load and run.load.error)
