@@ -936,6 +936,7 @@ def _check_references(config: Config) -> list[ConfigProblem]:
                     )
                 )
     for pipeline_name, pipeline in config.pipelines.items():
+        problems += _check_table_keys_fit_storage(config, pipeline_name, pipeline)
         if not re.fullmatch(NAME_PATTERN, pipeline_name):
             problems.append(
                 ConfigProblem(
@@ -955,6 +956,56 @@ def _check_references(config: Config) -> list[ConfigProblem]:
                         f"{did_you_mean(wanted, set(members))}; defined: {defined}",
                     )
                 )
+    return problems
+
+
+MAX_STORAGE_KEY_BYTES = 1024
+"""S3's limit on a key, in bytes of UTF-8."""
+_LONGEST_FILE_KEY_TAIL = (
+    len("/dt=2025-01-01-00:00/") + len("_20250101_000000_") + 12 + len("_00001.parquet")
+)
+
+
+def _check_table_keys_fit_storage(
+    config: Config, pipeline_name: str, pipeline: PipelineConfig
+) -> list[ConfigProblem]:
+    """A table's files live under `{pipeline}/{schema.table}/` (see core/naming.py): a name
+    that would add folders (`/`), that S3 or a file system mangles (`\\`, control
+    characters), or that makes a key longer than S3 allows cannot get a folder of its own."""
+    problems = []
+    for key in pipeline.tables:
+        where = format_key_path(("pipelines", pipeline_name, "tables", key))
+        bad = sorted({char for char in key if char in "/\\" or ord(char) < 32 or ord(char) == 127})
+        if bad:
+            shown = ", ".join(repr(char) for char in bad)
+            problems.append(
+                ConfigProblem(
+                    where,
+                    f"table {key!r} contains {shown}, which cannot be part of a storage key: "
+                    "its files would not get a folder of their own ('/' would nest it inside "
+                    "another table's folder). Rename the table in the source "
+                    "(RENAME TABLE) to sync it; see docs/decisions.md, 'Identifiers'",
+                )
+            )
+            continue
+        schema, _, table = key.partition(".")
+        longest = (
+            len(config.storage.prefix.encode())
+            + 2 * len(pipeline_name.encode())
+            + len(key.encode())
+            + len(f"{schema}_{table}".encode())
+            + 2
+            + _LONGEST_FILE_KEY_TAIL
+        )
+        if longest > MAX_STORAGE_KEY_BYTES:
+            problems.append(
+                ConfigProblem(
+                    where,
+                    f"table {key!r} makes storage keys of up to {longest} bytes, more than "
+                    f"the {MAX_STORAGE_KEY_BYTES} S3 allows; use a shorter pipeline name or "
+                    "storage prefix, or rename the table in the source",
+                )
+            )
     return problems
 
 
