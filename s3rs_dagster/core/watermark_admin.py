@@ -38,6 +38,7 @@ from s3rs_dagster.core.ledger import loaded_files
 from s3rs_dagster.core.manifests import committed_files, write_manifest
 from s3rs_dagster.core.source_probe import SourceProbe, probe_source
 from s3rs_dagster.core.state import (
+    BrokenWatermark,
     Cursor,
     StateConflict,
     Watermark,
@@ -351,6 +352,8 @@ class ResetPlan:
     keeps: list[str]
     etag: str | None
     done: bool = False
+    broken: str | None = None
+    """Why the stored document could not be read, when the reset replaces a broken one."""
 
 
 def plan_reset(
@@ -360,7 +363,10 @@ def plan_reset(
     table_key, table_config = config.table(pipeline, table)
     storage = storage or open_storage(config.storage)
     store = WatermarkStore(storage, pipeline, table_key, config.pipeline(pipeline).target)
-    watermark, etag = store.load()
+    try:
+        watermark, etag = store.load()
+    except BrokenWatermark as exc:
+        return _plan_replacing_broken(store, table_config, exc)
     state = watermark.mysql_state
     files = committed_files(storage, pipeline, table_key, watermark)
     forgets = [
@@ -380,6 +386,29 @@ def plan_reset(
     return ResetPlan(pipeline, table_key, store.uri, etag is not None, forgets, keeps, etag)
 
 
+def _plan_replacing_broken(
+    store: WatermarkStore, table_config: Any, broken: BrokenWatermark
+) -> ResetPlan:
+    """A reset of a document that cannot be read: it is replaced, as its bytes are now."""
+    fresh = Watermark(pipeline=store.pipeline, table=store.table, target=store.target)
+    files = committed_files(store.storage, store.pipeline, store.table, fresh)
+    start = table_config.start_date
+    forgets = [
+        f"the unreadable watermark document ({broken.problem.split('. Nothing')[0]})",
+    ]
+    keeps = [
+        f"{len(files)} file(s) listed in manifests stay in storage and are not loaded again; "
+        "files listed only in the broken document show as strays (`s3rs s3clean list`)",
+        "the target table and its ledger (nothing already loaded is loaded again)",
+        "the next sync re-extracts the table "
+        + (f"from start_date {start}" if start else "from the beginning"),
+    ]
+    return ResetPlan(
+        store.pipeline, store.table, store.uri, True, forgets, keeps, broken.etag,
+        broken=broken.problem,
+    )  # fmt: skip
+
+
 def reset_watermark(
     config: Config, plan: ResetPlan, *, storage: Storage | None = None
 ) -> ResetPlan:
@@ -390,7 +419,13 @@ def reset_watermark(
     target = config.pipeline(plan.pipeline).target
     store = WatermarkStore(storage, plan.pipeline, plan.table, target)
     with _holding(storage, plan.pipeline, plan.table, "watermark reset"):
-        old, etag = store.load()
+        try:
+            old, etag = store.load()
+        except BrokenWatermark as exc:
+            if plan.broken is None or exc.etag != plan.etag:
+                raise
+            old = Watermark(pipeline=plan.pipeline, table=plan.table, target=target)
+            etag = exc.etag
         if etag != plan.etag:
             raise StateConflict(
                 f"the watermark {store.uri} changed since the reset was planned (a run wrote "
