@@ -18,6 +18,7 @@ from s3rs_dagster.commands.status import status
 from s3rs_dagster.commands.sync import sync
 from s3rs_dagster.commands.watermark import watermark, watermark_count
 from s3rs_dagster.config import CONFIG_ENV_VAR
+from s3rs_dagster.core.target import check_target_names
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -72,6 +73,7 @@ def config_validate(obj: Context) -> None:
       s3rs --config pipelines.yaml config validate
     """
     cfg = obj.config
+    check_target_names(cfg)
     click.echo(f"{cfg.source_file}: valid")
     click.echo(f"storage: {cfg.storage.url}")
     for name, pipeline in sorted(cfg.pipelines.items()):

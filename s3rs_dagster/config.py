@@ -36,6 +36,7 @@ from pydantic import (
     SecretStr,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -105,6 +106,20 @@ def format_key_path(parts: tuple[Any, ...] | list[Any]) -> str:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML reads yes/no/on/off/true/false as booleans, and pydantic would take them as
+        1 and 0: a number written as `yes` is a mistake, not a 1."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            members = typing.get_args(annotation) or (annotation,)
+            if bool not in members and any(m in (int, float) for m in members):
+                raise ValueError(
+                    f"YAML read this as the boolean {str(value).lower()}; give a number"
+                )
+        return value
 
 
 class SshTunnelConfig(_Model):
@@ -682,7 +697,14 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     file = resolve_config_path(path, env)
     try:
         text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        problem = (
+            f"the file is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}); "
+            "save it as UTF-8"
+        )
+        raise ConfigError(file, [ConfigProblem("", problem)]) from None
+    except OSError as exc:
         raise ConfigError(file, [ConfigProblem("", f"cannot read the file: {exc}")]) from None
     return parse_config(text, file=file, env=env)
 
@@ -692,6 +714,15 @@ def parse_config(
 ) -> Config:
     """Validate config text; relative paths in it are relative to `file`'s folder."""
     env = os.environ if env is None else env
+    if len(text) > MAX_CONFIG_CHARACTERS:
+        lines = text.splitlines() or [text]
+        longest = max(range(len(lines)), key=lambda index: len(lines[index]))
+        problem = (
+            f"the file holds {len(text):,} characters; a pipelines.yaml is at most "
+            f"{MAX_CONFIG_CHARACTERS:,} (line {longest + 1} alone has "
+            f"{len(lines[longest]):,}: a value pasted by mistake?)"
+        )
+        raise ConfigError(file, [ConfigProblem("", problem)])
     raw = _parse_yaml(text, file)
     if not isinstance(raw, dict):
         kind = "empty" if raw is None else f"a {type(raw).__name__}"
@@ -705,6 +736,9 @@ def parse_config(
                 )
             ],
         )
+    problems = list(_check_text_lengths(raw, ()))
+    if problems:
+        raise ConfigError(file, problems)
     problems = list(_check_keys_are_text(raw, ()))
     problems += _check_secrets_are_references(raw, ())
     if problems:
@@ -730,18 +764,62 @@ class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _check_merge_sources(loader: _StrictLoader, value_node: yaml.Node) -> None:
+    """`<<: [*a, *b]` with a key in both: YAML says the first wins, PyYAML the last; refuse
+    rather than pick one silently."""
+    if not isinstance(value_node, yaml.SequenceNode):
+        return
+    origin: dict[Any, int] = {}
+    for index, source in enumerate(value_node.value):
+        if not isinstance(source, yaml.MappingNode):
+            continue
+        for key_node, _ in source.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            key = loader.construct_object(key_node)
+            if isinstance(key, str) and origin.setdefault(key, index) != index:
+                raise yaml.constructor.ConstructorError(
+                    "while merging mappings",
+                    value_node.start_mark,
+                    f"key '{key}' comes from two merged mappings; YAML libraries disagree on "
+                    "which one wins, so set it in the mapping itself",
+                    value_node.start_mark,
+                )
+
+
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    loader.flatten_mapping(node)
-    mapping: dict[Any, Any] = {}
+    """Keys written twice in one mapping are refused; keys brought in by a merge (`<<: *x`)
+    may be overridden by the mapping's own keys, as YAML's merge keys intend."""
+    seen: set[Any] = set()
     for key_node, value_node in node.value:
+        if key_node.tag == _MERGE_TAG:
+            _check_merge_sources(loader, value_node)
+            continue
         key = loader.construct_object(key_node, deep=deep)
-        if key in mapping:
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping",
+                node.start_mark,
+                "found an unhashable key",
+                key_node.start_mark,
+            ) from None
+        if duplicate:
             raise yaml.constructor.ConstructorError(
                 "while reading a mapping",
                 node.start_mark,
                 f"found duplicate key '{key}'",
                 key_node.start_mark,
             )
+    loader.flatten_mapping(node)  # merged keys first, the mapping's own keys after them
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
         try:
             mapping[key] = loader.construct_object(value_node, deep=deep)
         except TypeError:
@@ -757,16 +835,167 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+MAX_CONFIG_CHARACTERS = 1_000_000
+"""A pipelines.yaml with a thousand tables is about 100,000 characters; parsing (pure-Python
+YAML) takes seconds per megabyte, so a larger file is refused before it is parsed."""
+MAX_EXPANDED_VALUES = 100_000
+"""Values the file may hold once its aliases are expanded (a large pipelines.yaml has a few
+thousand); more is an alias bomb ("billion laughs"), refused before anything expands it."""
+MAX_TEXT_LENGTH = 10_000
+"""Characters in any one key or value (an SSH host key line is under 1,000)."""
+
+
+MAX_FLOW_DEPTH = 100
+"""`[` and `{` nested deeper than this are refused before parsing: PyYAML scans a flow
+collection's whole opening run before it emits a token, in time quadratic in its depth."""
+
+
+_FLOW_SYNTAX = re.compile(r"[\[\]{}'\"#\n]")
+
+
+def _check_flow_depth(text: str, file: Path | None) -> None:
+    depth = 0
+    quote = ""
+    line = 1
+    skip_to_eol = False
+    for match in _FLOW_SYNTAX.finditer(text):
+        char = match.group()
+        previous = text[match.start() - 1] if match.start() else "\n"
+        if char == "\n":
+            line += 1
+            skip_to_eol = False
+        elif skip_to_eol:
+            continue
+        elif quote:
+            if char == quote and previous != "\\":
+                quote = ""
+        elif char in "'\"" and previous in " \t[{,:\n":
+            quote = char
+        elif char == "#" and previous in " \t\n":
+            skip_to_eol = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_FLOW_DEPTH:
+                problem = (
+                    f"invalid YAML at line {line}: '[' and '{{' nested more than "
+                    f"{MAX_FLOW_DEPTH} levels deep"
+                )
+                raise ConfigError(file, [ConfigProblem("", problem)])
+        elif char in "]}":
+            depth = max(0, depth - 1)
+
+
 def _parse_yaml(text: str, file: Path | None) -> Any:
+    _check_flow_depth(text, file)
+    loader = _StrictLoader(text)
     try:
-        return yaml.load(text, Loader=_StrictLoader)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, file)
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
         what = exc.problem or "invalid YAML"
+        if "\t" in what or "'\\t'" in what:
+            what += " (YAML indents with spaces, never tabs)"
         raise ConfigError(file, [ConfigProblem("", f"invalid YAML at {where}: {what}")]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(file, [ConfigProblem("", f"invalid YAML: {exc}")]) from None
+    except RecursionError:
+        raise ConfigError(
+            file, [ConfigProblem("", "invalid YAML: nested too deeply (hundreds of levels)")]
+        ) from None
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: yaml.Node, file: Path | None) -> None:
+    """Refuse an alias that contains itself, and a document whose aliases expand to more
+    than MAX_EXPANDED_VALUES values, by counting over the node graph (each node once)."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        if children_done:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[id(node)] > MAX_EXPANDED_VALUES:
+                mark = node.start_mark
+                raise ConfigError(
+                    file,
+                    [
+                        ConfigProblem(
+                            "",
+                            f"the YAML at line {mark.line + 1} expands to more than "
+                            f"{MAX_EXPANDED_VALUES:,} values through its aliases (an alias "
+                            "bomb?); write shared keys once under table_defaults, or alias "
+                            "fewer levels deep",
+                        )
+                    ],
+                )
+            continue
+        if id(node) in open_nodes:
+            mark = node.start_mark
+            raise ConfigError(
+                file,
+                [
+                    ConfigProblem(
+                        "",
+                        f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: "
+                        "an alias refers to the value that contains it (endless recursion)",
+                    )
+                ],
+            )
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        for child in children:
+            if id(child) not in sizes:
+                if id(child) in open_nodes:
+                    mark = child.start_mark
+                    raise ConfigError(
+                        file,
+                        [
+                            ConfigProblem(
+                                "",
+                                f"invalid YAML at line {mark.line + 1}, column "
+                                f"{mark.column + 1}: an alias refers to the value that "
+                                "contains it (endless recursion)",
+                            )
+                        ],
+                    )
+                stack.append((child, False))
+
+
+def _check_text_lengths(node: Any, path: tuple[Any, ...]) -> Iterator[ConfigProblem]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(key, str) and len(key) > MAX_TEXT_LENGTH:
+                yield ConfigProblem(
+                    format_key_path(path),
+                    f"a key of {len(key):,} characters (starting {key[:20]!r}); keys and "
+                    f"values are at most {MAX_TEXT_LENGTH:,} characters",
+                )
+            else:
+                yield from _check_text_lengths(value, (*path, key))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _check_text_lengths(item, (*path, index))
+    elif isinstance(node, str) and len(node) > MAX_TEXT_LENGTH:
+        yield ConfigProblem(
+            format_key_path(path),
+            f"a value of {len(node):,} characters; values are at most "
+            f"{MAX_TEXT_LENGTH:,} characters",
+        )
 
 
 def _check_keys_are_text(node: Any, path: tuple[Any, ...]) -> Iterator[ConfigProblem]:
@@ -941,6 +1170,7 @@ def _check_references(config: Config) -> list[ConfigProblem]:
                     )
                 )
     for pipeline_name, pipeline in config.pipelines.items():
+        problems += _check_table_keys_fit_storage(config, pipeline_name, pipeline)
         if not re.fullmatch(NAME_PATTERN, pipeline_name):
             problems.append(
                 ConfigProblem(
@@ -960,6 +1190,67 @@ def _check_references(config: Config) -> list[ConfigProblem]:
                         f"{did_you_mean(wanted, set(members))}; defined: {defined}",
                     )
                 )
+    return problems
+
+
+MYSQL_NAME_LENGTH = 64
+"""MySQL's limit on a schema or table name, in characters."""
+MAX_STORAGE_KEY_BYTES = 1024
+"""S3's limit on a key, in bytes of UTF-8."""
+_LONGEST_FILE_KEY_TAIL = (
+    len("/dt=2025-01-01-00:00/") + len("_20250101_000000_") + 12 + len("_00001.parquet")
+)
+
+
+def _check_table_keys_fit_storage(
+    config: Config, pipeline_name: str, pipeline: PipelineConfig
+) -> list[ConfigProblem]:
+    """A table's files live under `{pipeline}/{schema.table}/` (see core/naming.py): a name
+    that would add folders (`/`), that S3 or a file system mangles (`\\`, control
+    characters), or that makes a key longer than S3 allows cannot get a folder of its own."""
+    problems = []
+    for key in pipeline.tables:
+        where = format_key_path(("pipelines", pipeline_name, "tables", key))
+        bad = sorted({char for char in key if char in "/\\" or ord(char) < 32 or ord(char) == 127})
+        if bad:
+            shown = ", ".join(repr(char) for char in bad)
+            problems.append(
+                ConfigProblem(
+                    where,
+                    f"table {key!r} contains {shown}, which cannot be part of a storage key: "
+                    "its files would not get a folder of their own ('/' would nest it inside "
+                    "another table's folder). Rename the table in the source "
+                    "(RENAME TABLE) to sync it; see docs/decisions.md, 'Identifiers'",
+                )
+            )
+            continue
+        schema, _, table = key.partition(".")
+        if max(len(schema), len(table)) > MYSQL_NAME_LENGTH:
+            problems.append(
+                ConfigProblem(
+                    where,
+                    f"table key {key[:40]!r}... names a schema or table longer than "
+                    f"{MYSQL_NAME_LENGTH} characters, which MySQL does not allow; check the name",
+                )
+            )
+            continue
+        longest = (
+            len(config.storage.prefix.encode())
+            + 2 * len(pipeline_name.encode())
+            + len(key.encode())
+            + len(f"{schema}_{table}".encode())
+            + 2
+            + _LONGEST_FILE_KEY_TAIL
+        )
+        if longest > MAX_STORAGE_KEY_BYTES:
+            problems.append(
+                ConfigProblem(
+                    where,
+                    f"table {key!r} makes storage keys of up to {longest} bytes, more than "
+                    f"the {MAX_STORAGE_KEY_BYTES} S3 allows; use a shorter pipeline name or "
+                    "storage prefix, or rename the table in the source",
+                )
+            )
     return problems
 
 
@@ -1005,7 +1296,7 @@ def _describe(error: Any, location: tuple[Any, ...], raw: Any) -> str:
     kind = error["type"]
     key = location[-1] if location else ""
     value = _raw_at(raw, location)
-    shown = "" if key in SECRET_KEYS else f" (got {value!r})"
+    shown = "" if key in SECRET_KEYS else f" (got {_short_repr(value)})"
     if kind == "extra_forbidden":
         allowed = _allowed_keys(location[:-1], raw)
         hint = did_you_mean(str(key), allowed) if allowed else ""
@@ -1029,6 +1320,11 @@ def _describe(error: Any, location: tuple[Any, ...], raw: Any) -> str:
         message = re.sub(r"^(Value|Assertion) error, ", "", message)
         return message
     return f"{message[0].lower()}{message[1:]}{shown}"
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-1]}"
 
 
 def _allowed_keys(location: tuple[Any, ...], raw: Any) -> list[str]:

@@ -63,6 +63,11 @@ def check_pattern(pattern: str) -> str:
     """A pattern relative to the table's folder; refuse ones that look like escaping it."""
     if not pattern.strip():
         raise CleanError("--pattern is empty; give a glob such as 'test_*' or 'dt=2025-08-*'")
+    if "://" in pattern:
+        raise CleanError(
+            f"--pattern {pattern!r} is a URL; patterns match file names (or paths like "
+            "'dt=2025-08-*/*') inside the table's folder, e.g. --pattern 'test_*'"
+        )
     if pattern.startswith("/") or ".." in pattern.split("/"):
         raise CleanError(
             f"--pattern {pattern!r} points outside the table's folder; patterns match file "

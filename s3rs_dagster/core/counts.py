@@ -92,7 +92,7 @@ def count_table(
     report = CountReport(
         pipeline=pipeline,
         table=table_key,
-        target_table=target_table_name(table_key, table_config),
+        target_table=target_table_name(table_key, table_config, config.target_for(pipeline).type),
         write_mode=_write_mode(table_config, watermark),
         watermark_extracted=watermark.mysql_state.total_rows,
         watermark_loaded=watermark.redshift_state.total_rows,

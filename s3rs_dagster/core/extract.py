@@ -62,6 +62,7 @@ from s3rs_dagster.core.cursor import (
 from s3rs_dagster.core.lease import Lease, LeaseHeld, LeaseLost
 from s3rs_dagster.core.manifests import committed_files, write_manifest
 from s3rs_dagster.core.schema import (
+    IDENTIFIER_BYTES,
     SchemaError,
     SourceTable,
     TablePlan,
@@ -302,7 +303,11 @@ class _Run:
             meta = stack.enter_context(open_source(self.source))
             raw = stack.enter_context(open_source(self.source, raw_text=True))
             source_table = _reflect(meta, self.table, self.source, self.source_name)
-            self.plan = plan_table(source_table, previous_mapping=self.watermark.column_mapping)
+            self.plan = plan_table(
+                source_table,
+                previous_mapping=self.watermark.column_mapping,
+                max_name_bytes=IDENTIFIER_BYTES[self.config.target_for(self.pipeline).type],
+            )
             self.spec = resolve_cursor(source_table, self.table_config)
             if self.partition is not None:
                 self._open_window()

@@ -459,7 +459,7 @@ def import_legacy_watermark(
         )
 
     warehouse = open_warehouse(target, config.target_for(pipeline), config.storage)
-    target_table = target_table_name(table_key, table_config)
+    target_table = target_table_name(table_key, table_config, config.target_for(pipeline).type)
 
     def apply(watermark: Watermark) -> None:
         state = watermark.mysql_state

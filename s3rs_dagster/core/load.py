@@ -215,7 +215,9 @@ class _Load:
         self.report.files = self.report.rows = 0
         self.superseded = []
         watermark, _ = self.store.load()
-        self.report.target_table = target_table_name(self.table, self.table_config)
+        self.report.target_table = target_table_name(
+            self.table, self.table_config, self.config.target_for(self.pipeline).type
+        )
         self.report.write_mode = self._write_mode(watermark)
         candidates = committed_files(self.storage, self.pipeline, self.table, watermark)
         listing = {

@@ -81,6 +81,14 @@ SYSTEM_COLUMN_NAMES = frozenset(
 MAX_IDENTIFIER_BYTES = 127
 """Redshift identifiers are at most 127 bytes of UTF-8."""
 
+IDENTIFIER_BYTES = {
+    "redshift": MAX_IDENTIFIER_BYTES,
+    "postgres": 63,
+    "duckdb": MAX_IDENTIFIER_BYTES,
+}
+"""The longest identifier each warehouse keeps whole (PostgreSQL cuts longer ones to 63 bytes
+silently, and then finds no column by the long name)."""
+
 VARCHAR_MAX = 65535
 VARBYTE_MAX = 1024000
 
@@ -478,9 +486,13 @@ def plan_table(
     *,
     previous_mapping: Mapping[str, str] | None = None,
     json_as: JsonAs = "varchar",
+    max_name_bytes: int = MAX_IDENTIFIER_BYTES,
 ) -> TablePlan:
-    """Plan `table`: target names (keeping `previous_mapping`), types, and the Arrow schema."""
-    mapping = sanitize_column_names([column.name for column in table.columns], previous_mapping)
+    """Plan `table`: target names (keeping `previous_mapping`, at most `max_name_bytes`),
+    types, and the Arrow schema."""
+    mapping = sanitize_column_names(
+        [column.name for column in table.columns], previous_mapping, max_bytes=max_name_bytes
+    )
     columns = []
     fields = []
     for column in table.columns:
@@ -678,9 +690,13 @@ def _is_real_date(text: str) -> bool:
 
 
 def sanitize_column_names(
-    names: Sequence[str], previous: Mapping[str, str] | None = None
+    names: Sequence[str],
+    previous: Mapping[str, str] | None = None,
+    *,
+    max_bytes: int = MAX_IDENTIFIER_BYTES,
 ) -> dict[str, str]:
-    """Source column name -> warehouse column name, deterministic, unique, <= 127 bytes.
+    """Source column name -> warehouse column name, deterministic, unique, <= `max_bytes`
+    (127 for Redshift, 63 for PostgreSQL: `IDENTIFIER_BYTES`).
 
     Lowercase; characters other than letters, ASCII digits and '_' become '_'; a leading digit,
     a Redshift reserved word or a system column name gets the prefix 'col_'; an empty name
@@ -695,19 +711,19 @@ def sanitize_column_names(
         if name in previous:
             mapping[name] = previous[name]
             continue
-        base = _sanitize(name)
+        base = _sanitize(name, max_bytes)
         candidate = base
         suffix = 1
         while candidate.lower() in taken:
             suffix += 1
             tail = f"_{suffix}"
-            candidate = _truncate(base, MAX_IDENTIFIER_BYTES - len(tail)) + tail
+            candidate = _truncate(base, max_bytes - len(tail)) + tail
         taken.add(candidate.lower())
         mapping[name] = candidate
     return mapping
 
 
-def _sanitize(name: str) -> str:
+def _sanitize(name: str, max_bytes: int = MAX_IDENTIFIER_BYTES) -> str:
     text = "".join(
         char if char == "_" or char in _ASCII_DIGITS or char.isalpha() else "_"
         for char in name.lower()
@@ -720,7 +736,7 @@ def _sanitize(name: str) -> str:
         or text in SYSTEM_COLUMN_NAMES
     ):
         text = f"col_{text}"
-    return _truncate(text, MAX_IDENTIFIER_BYTES)
+    return _truncate(text, max_bytes)
 
 
 def _truncate(text: str, max_bytes: int) -> str:

@@ -138,6 +138,29 @@ class StateError(Exception):
     """The state cannot be used; the message names the document and the fix."""
 
 
+class BrokenWatermark(StateError):
+    """The stored watermark cannot be read as a watermark (not JSON, wrong fields or types).
+
+    Only `watermark reset` may replace it, and only with compare-and-swap on the broken
+    bytes (`etag`), so a document repaired in the meantime is never overwritten.
+    """
+
+    def __init__(self, message: str, problem: str, etag: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+        self.etag = etag
+
+
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "": ("format", "pipeline", "table", "target", "mysql_state", "redshift_state"),
+    "mysql_state": ("last_timestamp", "last_id", "cursor", "total_rows", "status"),
+    "redshift_state": ("total_rows", "status"),
+}
+"""Fields every watermark s3rs wrote has held since its first version: a document without
+one was cut or edited by hand, and reading it with the default (say, no cursor) would
+silently start the table over."""
+
+
 class StateConflict(StateError):
     """Another writer changed the document since it was read."""
 
@@ -167,7 +190,10 @@ class WatermarkStore:
                 f"cannot read the watermark {self.uri}: {exc}. Nothing was extracted; "
                 "fix the access and run again"
             ) from None
-        return self._parse(data), etag
+        try:
+            return self._parse(data), etag
+        except StateError as exc:
+            raise BrokenWatermark(str(exc), exc.args[0], etag) from None
 
     def save(self, watermark: Watermark, etag: str | None) -> str:
         """Write if nobody else wrote since `etag` was read; return the new token."""
@@ -201,40 +227,72 @@ class WatermarkStore:
 
     def _parse(self, data: bytes) -> Watermark:
         fix = (
-            "Restore it from a backup or correct it by hand; `s3rs watermark reset` "
-            "starts the table over. Nothing was changed"
+            f"Nothing was changed. Correct it by hand (or restore it from a backup), or run "
+            f"`s3rs watermark reset -p {self.pipeline} -t {self.table}` to replace it and "
+            "extract the table again from start_date"
         )
+        where = f"the watermark {self.uri}"
+        if not data.strip():
+            raise StateError(f"{where} is empty ({len(data)} bytes). {fix}")
         try:
             raw = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise StateError(f"the watermark {self.uri} is not valid JSON ({exc}). {fix}") from None
+            raise StateError(f"{where} is not valid JSON ({exc}). {fix}") from None
         if not isinstance(raw, dict):
-            raise StateError(f"the watermark {self.uri} is not a JSON object. {fix}")
+            raise StateError(f"{where} is not a JSON object. {fix}")
         found = raw.get("format")
         if found is None and "mysql_state" in raw:
             raise StateError(
-                f"the watermark {self.uri} is in the existing tool's v2 format; carry it over "
+                f"{where} is in the existing tool's v2 format; carry it over "
                 "with `s3rs watermark import` instead of editing it"
             )
         if found != WATERMARK_FORMAT:
             raise StateError(
-                f"the watermark {self.uri} has format {found!r}, not {WATERMARK_FORMAT!r} "
-                "(written by another version?). Nothing was changed"
+                f"{where} has format {found!r}, not {WATERMARK_FORMAT!r} (written by another "
+                f"version of s3rs? run that version, or upgrade). {fix}"
             )
+        for section, names in REQUIRED_FIELDS.items():
+            node = raw.get(section) if section else raw
+            if not isinstance(node, dict):
+                continue  # validation below names the wrong type
+            missing = [name for name in names if name not in node]
+            if missing:
+                at = ", ".join(f"{section}.{name}" if section else name for name in missing)
+                raise StateError(f"{where} lacks {at} (cut or edited by hand?). {fix}")
         try:
             watermark = Watermark.model_validate(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise StateError(
-                f"the watermark {self.uri} is invalid at {where}: {first['msg']}. {fix}"
-            ) from None
+            first = exc.errors(include_url=False)[0]
+            at = ".".join(str(part) for part in first["loc"])
+            value = first.get("input")
+            shown = f" (found {json.dumps(value)[:80]})" if not isinstance(value, dict) else ""
+            if first["type"] == "timezone_aware":
+                shown += "; timestamps need an offset, e.g. 2025-03-01T12:00:00+00:00"
+            raise StateError(f"{where} is invalid at {at}: {first['msg']}{shown}. {fix}") from None
         if (watermark.pipeline, watermark.table) != (self.pipeline, self.table):
             raise StateError(
-                f"the watermark {self.uri} belongs to {watermark.pipeline}/{watermark.table}, "
+                f"{where} belongs to {watermark.pipeline}/{watermark.table}, "
                 f"not {self.pipeline}/{self.table}. {fix}"
             )
+        state = watermark.mysql_state
+        key = state.cursor.key if state.cursor is not None else []
+        expected = None if not key else (key if len(key) > 1 else _id_of(key[0]))
+        # Without a cursor key (none yet, an id-less cursor, a finished full_sync snapshot)
+        # last_id is only a record of the last row; with one, it must say the same.
+        if key and state.last_id != expected:
+            raise StateError(
+                f"{where} has mysql_state.last_id {json.dumps(state.last_id)}, but its cursor "
+                f"(mysql_state.cursor.key, where extraction resumes) says "
+                f"{json.dumps(expected)}: set last_id back to {json.dumps(expected)} (to move "
+                "the cursor, use `s3rs watermark set --timestamp T --id N` on a readable "
+                f"document). {fix}"
+            )
         return watermark
+
+
+def _id_of(text: str) -> int | str:
+    """`last_id` as the extract stage writes it for a one-column key."""
+    return int(text) if text.lstrip("-").isdigit() else text
 
 
 def cursor_moved_back(before: dict[str, Any], after: dict[str, Any]) -> bool:

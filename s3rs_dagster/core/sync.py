@@ -10,6 +10,7 @@ from s3rs_dagster.adapters.storage import Storage, open_storage
 from s3rs_dagster.config import Config
 from s3rs_dagster.core.extract import ExtractReport, ProgressCallback, extract_table
 from s3rs_dagster.core.load import LoadReport, load_table
+from s3rs_dagster.core.target import check_target_names
 
 
 @dataclass
@@ -45,6 +46,7 @@ def sync_pipeline(
     complete and loading them is safe; the run reports the failure either way.
     """
     pipeline_config = config.pipeline(pipeline)
+    check_target_names(config, [pipeline])
     names = [config.table(pipeline, name)[0] for name in (tables or pipeline_config.tables)]
     storage = storage or open_storage(config.storage)
 

@@ -11,8 +11,14 @@ from datetime import date, datetime
 
 from s3rs_dagster.adapters.warehouse import WarehouseType, open_warehouse
 from s3rs_dagster.adapters.warehouse.base import qualified, quote
-from s3rs_dagster.config import Config, TableConfig
-from s3rs_dagster.core.schema import sanitize_column_names
+from s3rs_dagster.config import (
+    Config,
+    ConfigError,
+    ConfigProblem,
+    TableConfig,
+    format_key_path,
+)
+from s3rs_dagster.core.schema import IDENTIFIER_BYTES, sanitize_column_names
 
 LEDGER_TABLE = "s3rs_loaded_files"
 """The ledger of loaded files, in the target's schema (see docs/decisions.md)."""
@@ -29,12 +35,42 @@ class TargetFacts:
     """The rows of every file the ledger records for this source table."""
 
 
-def target_table_name(table: str, table_config: TableConfig) -> str:
-    """The target table of `schema.table`: its configured target_name, else its sanitised name."""
+def target_table_name(table: str, table_config: TableConfig, target_type: str = "redshift") -> str:
+    """The target table of `schema.table`: its configured target_name, else its sanitised name
+    (cut to what the warehouse keeps whole: 63 bytes on PostgreSQL, 127 elsewhere)."""
     if table_config.target_name:
         return table_config.target_name
     name = table.partition(".")[2]
-    return sanitize_column_names([name])[name]
+    return sanitize_column_names([name], max_bytes=IDENTIFIER_BYTES[target_type])[name]
+
+
+def check_target_names(config: Config, pipelines: list[str] | None = None) -> None:
+    """Refuse two tables of one pipeline that would load into the same target table.
+
+    Sanitising can map different source names to one target name (`na"me` and `na'me` both
+    become `na_me`); loading both would merge two tables into one. A ConfigError names the
+    tables and `target_name` as the fix.
+    """
+    problems = []
+    for pipeline in pipelines or sorted(config.pipelines):
+        target_type = config.target_for(pipeline).type
+        by_target: dict[str, list[str]] = {}
+        for table, table_config in config.pipeline(pipeline).tables.items():
+            name = target_table_name(table, table_config, target_type).lower()
+            by_target.setdefault(name, []).append(table)
+        for name, tables in sorted(by_target.items()):
+            if len(tables) > 1:
+                listed = " and ".join(repr(table) for table in tables)
+                problems.append(
+                    ConfigProblem(
+                        format_key_path(("pipelines", pipeline, "tables")),
+                        f"tables {listed} would all load into the target table '{name}'; "
+                        "give all but one of them a target_name of its own, e.g. "
+                        f"target_name: {name}_2",
+                    )
+                )
+    if problems:
+        raise ConfigError(config.source_file, problems)
 
 
 def target_facts(config: Config, pipeline: str, table: str) -> TargetFacts:
@@ -42,7 +78,7 @@ def target_facts(config: Config, pipeline: str, table: str) -> TargetFacts:
     table_key, table_config = config.table(pipeline, table)
     target_name = config.pipeline(pipeline).target
     warehouse = open_warehouse(target_name, config.target_for(pipeline), config.storage)
-    name = target_table_name(table_key, table_config)
+    name = target_table_name(table_key, table_config, config.target_for(pipeline).type)
     schema = warehouse.schema
     with warehouse.connect(read_only=True) as session:
         columns = session.columns(schema, name)
@@ -73,7 +109,7 @@ def target_window_rows(
     warehouse = open_warehouse(
         config.pipeline(pipeline).target, config.target_for(pipeline), config.storage
     )
-    name = target_table_name(table_key, table_config)
+    name = target_table_name(table_key, table_config, config.target_for(pipeline).type)
     bounds = (_typed(start, kind), _typed(end, kind))
     with warehouse.connect(read_only=True) as session:
         if session.columns(warehouse.schema, name) is None:

@@ -26,12 +26,19 @@ from s3rs_dagster.adapters.tunnel import TunnelError
 from s3rs_dagster.adapters.warehouse import WarehouseError
 from s3rs_dagster.config import Config
 from s3rs_dagster.core import naming
-from s3rs_dagster.core.cursor import cursor_text, parameter, timestamp_instant, timestamp_text
+from s3rs_dagster.core.cursor import (
+    cursor_text,
+    parameter,
+    timestamp_instant,
+    timestamp_text,
+    zone_of,
+)
 from s3rs_dagster.core.lease import Lease
 from s3rs_dagster.core.ledger import loaded_files
 from s3rs_dagster.core.manifests import committed_files, write_manifest
 from s3rs_dagster.core.source_probe import SourceProbe, probe_source
 from s3rs_dagster.core.state import (
+    BrokenWatermark,
     Cursor,
     StateConflict,
     Watermark,
@@ -65,11 +72,52 @@ def parse_timestamp(text: str, zone: tzinfo) -> datetime:
         except ValueError:
             moment = None
     if moment is None:
-        raise AdminError(
-            f"--timestamp {text!r} is not a timestamp; accepted: {', '.join(ACCEPTED_TIMESTAMPS)} "
-            "(without an offset it is read in the source's time_zone)"
-        )
+        raise _refused(text, "is not a timestamp")
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
+
+
+def _refused(text: str, reason: str) -> AdminError:
+    return AdminError(
+        f"--timestamp {text!r} {reason}; accepted: {', '.join(ACCEPTED_TIMESTAMPS)} "
+        "(without an offset it is read in the source's time_zone)"
+    )
+
+
+def parse_settable_timestamp(text: str, zone: tzinfo, now: datetime | None = None) -> datetime:
+    """A moment `watermark set` may move to: parsed as `parse_timestamp`, and also one instant
+    (a naive wall-clock time that a DST change skips or repeats in `zone` needs an offset), and
+    not in the future (the cutoff would keep every file written until then from loading, and
+    the cursor would skip every row changed until then)."""
+    moment = parse_timestamp(text, zone)
+    if _TIMESTAMP.fullmatch(text.strip()) and not re.search(r"(Z|[+-]\d{2}:\d{2})$", text.strip()):
+        first, second = moment.replace(fold=0), moment.replace(fold=1)
+        try:
+            offsets = (first.utcoffset(), second.utcoffset())
+            round_trip = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
+        except OverflowError:
+            raise _refused(text, "is out of range") from None
+        if round_trip != moment.replace(tzinfo=None):
+            raise _refused(text, f"does not exist in {zone} (the clocks skip it); add an offset")
+        if offsets[0] != offsets[1]:
+            choices = " or ".join(_offset_text(offset) for offset in offsets)
+            raise _refused(text, f"happens twice in {zone} (the clocks go back); add {choices}")
+    try:
+        in_future = moment.astimezone(UTC) > (now or utc_now())
+    except OverflowError:
+        raise _refused(text, "is out of range") from None
+    if in_future:
+        raise _refused(
+            text,
+            "is in the future: extraction would skip every row changed until then and no file "
+            "written until then would load; give a moment in the past",
+        )
+    return moment
+
+
+def _offset_text(offset: timedelta | None) -> str:
+    minutes = int((offset or timedelta()).total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 def summary(watermark: Watermark) -> dict[str, Any]:
@@ -196,10 +244,12 @@ def set_watermark(
             f"{table_key} uses cdc_strategy: full_sync, which has no cursor: every run takes a "
             "whole snapshot. Use `s3rs watermark reset` to start over"
         )
+    # Checked before the source is asked anything: a typo needs no database to be refused.
+    zone = zone_of(config.source_for(pipeline).time_zone)
+    moment = parse_settable_timestamp(timestamp, zone) if timestamp is not None else None
     storage = storage or open_storage(config.storage)
     notes: list[str] = []
     with probe_source(config, pipeline, table_key) as probe:
-        moment = parse_timestamp(timestamp, probe.zone) if timestamp else None
         cursor = cursor_at(probe, moment, id_value, notes)
     target = config.pipeline(pipeline).target
     store = WatermarkStore(storage, pipeline, table_key, target)
@@ -302,6 +352,8 @@ class ResetPlan:
     keeps: list[str]
     etag: str | None
     done: bool = False
+    broken: str | None = None
+    """Why the stored document could not be read, when the reset replaces a broken one."""
 
 
 def plan_reset(
@@ -311,7 +363,10 @@ def plan_reset(
     table_key, table_config = config.table(pipeline, table)
     storage = storage or open_storage(config.storage)
     store = WatermarkStore(storage, pipeline, table_key, config.pipeline(pipeline).target)
-    watermark, etag = store.load()
+    try:
+        watermark, etag = store.load()
+    except BrokenWatermark as exc:
+        return _plan_replacing_broken(store, table_config, exc)
     state = watermark.mysql_state
     files = committed_files(storage, pipeline, table_key, watermark)
     forgets = [
@@ -331,6 +386,29 @@ def plan_reset(
     return ResetPlan(pipeline, table_key, store.uri, etag is not None, forgets, keeps, etag)
 
 
+def _plan_replacing_broken(
+    store: WatermarkStore, table_config: Any, broken: BrokenWatermark
+) -> ResetPlan:
+    """A reset of a document that cannot be read: it is replaced, as its bytes are now."""
+    fresh = Watermark(pipeline=store.pipeline, table=store.table, target=store.target)
+    files = committed_files(store.storage, store.pipeline, store.table, fresh)
+    start = table_config.start_date
+    forgets = [
+        f"the unreadable watermark document ({broken.problem.split('. Nothing')[0]})",
+    ]
+    keeps = [
+        f"{len(files)} file(s) listed in manifests stay in storage and are not loaded again; "
+        "files listed only in the broken document show as strays (`s3rs s3clean list`)",
+        "the target table and its ledger (nothing already loaded is loaded again)",
+        "the next sync re-extracts the table "
+        + (f"from start_date {start}" if start else "from the beginning"),
+    ]
+    return ResetPlan(
+        store.pipeline, store.table, store.uri, True, forgets, keeps, broken.etag,
+        broken=broken.problem,
+    )  # fmt: skip
+
+
 def reset_watermark(
     config: Config, plan: ResetPlan, *, storage: Storage | None = None
 ) -> ResetPlan:
@@ -341,7 +419,13 @@ def reset_watermark(
     target = config.pipeline(plan.pipeline).target
     store = WatermarkStore(storage, plan.pipeline, plan.table, target)
     with _holding(storage, plan.pipeline, plan.table, "watermark reset"):
-        old, etag = store.load()
+        try:
+            old, etag = store.load()
+        except BrokenWatermark as exc:
+            if plan.broken is None or exc.etag != plan.etag:
+                raise
+            old = Watermark(pipeline=plan.pipeline, table=plan.table, target=target)
+            etag = exc.etag
         if etag != plan.etag:
             raise StateConflict(
                 f"the watermark {store.uri} changed since the reset was planned (a run wrote "

@@ -138,7 +138,7 @@ def _table_assets(s3rs_config: Config, pipeline: str, table: str) -> TableAssets
     batches_key = dg.AssetKey([pipeline, table, BATCHES])
     warehouse_asset_key = dg.AssetKey([pipeline, table, WAREHOUSE])
     data_url = f"{s3rs_config.storage.url.rstrip('/')}/{pipeline}/{table}/"
-    target_table = f"{target.schema_}.{target_table_name(table, table_config)}"
+    target_table = f"{target.schema_}.{target_table_name(table, table_config, target.type)}"
 
     @dg.asset(
         key=batches_key,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dagster as dg
 
 from s3rs_dagster.config import Config
+from s3rs_dagster.core.target import check_target_names
 from s3rs_dagster.defs.assets import build_table_assets
 from s3rs_dagster.defs.checks import build_checks
 from s3rs_dagster.defs.io_manager import BatchSummaryIOManager
@@ -33,6 +34,7 @@ def all_resources(config: Config) -> dict[str, dg.ConfigurableResource | dg.Conf
 
 
 def build_definitions(config: Config) -> dg.Definitions:
+    check_target_names(config)
     tables = build_table_assets(config)
     return dg.Definitions(
         assets=[asset for pair in tables for asset in (pair.batches, pair.warehouse)],
