@@ -1,7 +1,8 @@
 """The table of docs/RELIABILITY.md, gathered from the tests that carry its marker.
 
 Any test of the suite may carry `@pytest.mark.reliability("fault or input", "expected
-outcome")`. The hooks below (imported by the suite's top conftest) record every such test's
+outcome")`; tests marked `hostile` give theirs as their docstring's first paragraph, "input ->
+outcome". The hooks below (imported by the suite's top conftest) record every such test's
 outcome, and notes such as case counts given through the `reliability_note` fixture; with
 `S3RS_RELIABILITY_REPORT=path` set, the session writes the table there.
 """
@@ -36,11 +37,27 @@ _OUTCOMES: dict[str, Outcome] = {}
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        marker = item.get_closest_marker("reliability")
-        if marker is not None:
-            fault, expected = marker.args
+        case = _case(item)
+        if case is not None:
             area = Path(str(item.fspath)).stem.removeprefix("test_").replace("_", " ")
-            _OUTCOMES[item.nodeid] = Outcome(area, fault, expected, item.name)
+            _OUTCOMES[item.nodeid] = Outcome(area, *case, item.name)
+
+
+def _case(item: pytest.Item) -> tuple[str, str] | None:
+    """(fault or input, expected outcome): the reliability marker's arguments, or for a
+    hostile-input test its docstring's first paragraph "input -> outcome" (with its parameters)."""
+    marker = item.get_closest_marker("reliability")
+    if marker is not None:
+        return marker.args[0], marker.args[1]
+    if item.get_closest_marker("hostile") is None:
+        return None
+    doc = (getattr(item, "function", None).__doc__ or "").strip()
+    summary = " ".join(doc.split("\n\n")[0].split())
+    given, _, outcome = summary.partition("->")
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        given = f"{given.strip()} [{callspec.id}]"
+    return given.strip(), outcome.strip()
 
 
 @pytest.hookimpl(hookwrapper=True)
