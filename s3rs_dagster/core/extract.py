@@ -24,9 +24,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from itertools import pairwise
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -88,6 +87,8 @@ MANIFEST_EVERY = 100
 """Committed files kept in the watermark before they move into an immutable manifest."""
 CONNECTION_RETRIES = 3
 """Attempts per chunk when the connection (or its tunnel) drops; waits 1, 2, 4 s between."""
+
+_T = TypeVar("_T")
 
 EXPECTED_ERRORS = (
     CursorError,
@@ -453,11 +454,20 @@ class _Run:
     def _chunk(self, connection: SourceConnection, *, null_lane: bool) -> bool:
         """Extract one chunk; True when it reached the end of the lane."""
         self.chunks_done += 1
+        return self._retrying(
+            connection,
+            # Built anew on each attempt: a retried chunk starts after the last commit.
+            lambda: self._stream_chunk(
+                connection, self._chunk_query(connection, null_lane), null_lane
+            ),
+        )
+
+    def _retrying(self, connection: SourceConnection, work: Callable[[], _T]) -> _T:
+        """Run `work` (which starts from the last commit), again on a new connection when the
+        connection drops, up to CONNECTION_RETRIES times."""
         for attempt in range(CONNECTION_RETRIES + 1):
             try:
-                # Built anew on each attempt: a retried chunk starts after the last commit.
-                query = self._chunk_query(connection, null_lane)
-                return self._stream_chunk(connection, query, null_lane)
+                return work()
             except ConnectionLost as lost:
                 if attempt == CONNECTION_RETRIES:
                     raise SourceError(
@@ -567,19 +577,22 @@ class _Run:
 
     def _batches(
         self, connection: SourceConnection, query: _Query, width: int
-    ) -> Iterator[tuple[pa.RecordBatch, dict[str, int], Sequence[tuple[Any, ...]]]]:
-        """The chunk's rows as batches of the plan's schema, with each row's cursor values."""
+    ) -> Iterator[tuple[pa.RecordBatch, dict[str, int], _ArrowRows]]:
+        """The query's rows as batches of the plan's schema, with each row's cursor values
+        (the text MySQL prints) as columns."""
+        rows_wanted = query.limit or self.limit
         if self.arrow_reader:
-            size = min(ARROW_BATCH_ROWS, self.limit)
+            size = min(ARROW_BATCH_ROWS, rows_wanted)
             for raw in connection.stream_arrow(query.sql, query.params, size):
                 if raw.num_rows == 0:  # an empty result still brings its (empty) batch
                     continue
                 batch, zero_dates = self.plan.from_arrow(raw.columns[:width])
                 yield batch, zero_dates, _ArrowRows(raw.columns[width:])
             return
-        for rows in connection.stream(query.sql, query.params, min(FETCH_ROWS, self.limit)):
+        for rows in connection.stream(query.sql, query.params, min(FETCH_ROWS, rows_wanted)):
             batch, zero_dates = self.plan.to_record_batch([row[:width] for row in rows])
-            yield batch, zero_dates, [row[width:] for row in rows]
+            cursors = [pa.array([row[i] for row in rows]) for i in range(width, len(rows[0]))]
+            yield batch, zero_dates, _ArrowRows(cursors)
 
     # ------------------------------------------------------------------ bounds
 
@@ -705,12 +718,7 @@ class _Run:
     def upload(self, path: Path, partition: str) -> Future[tuple[str, ObjectInfo]]:
         """Start uploading a finished file under its next key (the local file is removed
         once sent); uploads run in parallel, commits stay in order."""
-        if self.lease is not None:
-            self.lease.check()
-        self.file_seq += 1
-        key = naming.file_key(
-            self.pipeline, self.table, partition, self.started_at, self.report.run_id, self.file_seq
-        )
+        key = self._next_key(partition)
 
         def put() -> tuple[str, ObjectInfo]:
             try:
@@ -719,6 +727,29 @@ class _Run:
                 path.unlink(missing_ok=True)
 
         return self.uploads.submit(put)
+
+    def _next_key(self, partition: str) -> str:
+        """The storage key of the run's next file (numbered in the order they are started)."""
+        if self.lease is not None:
+            self.lease.check()
+        self.file_seq += 1
+        return naming.file_key(
+            self.pipeline, self.table, partition, self.started_at, self.report.run_id, self.file_seq
+        )
+
+    def parquet_writer(self, path: Path) -> pq.ParquetWriter:
+        """A writer of the run's pinned schema, with the plan's encodings."""
+        return pq.ParquetWriter(
+            path,
+            self.plan.arrow_schema,
+            compression="snappy",
+            use_dictionary=self.plan.dictionary_columns,
+        )
+
+    @property
+    def run_partition(self) -> str:
+        """The partition of files of a table that is not time-partitioned: the run's day."""
+        return self.started_at.date().isoformat()
 
     def commit_uploaded(
         self,
@@ -734,20 +765,14 @@ class _Run:
     ) -> None:
         """List an uploaded file and move the cursor past its rows (see commit_file)."""
         state = self.watermark.mysql_state
-        entry = FileEntry(
-            key=key,
-            uri=self.storage.uri(key),
-            rows=rows,
-            bytes=info.size,
-            schema_fingerprint=self.plan.fingerprint,
-            partition=partition,
-            run_id=self.report.run_id,
-            created_at=utc_now(),
-            cursor_min=self._cursor(first, null_lane),
-            cursor_max=self._cursor(last, null_lane),
-            null_cursor=null_lane,
-            snapshot_id=state.snapshot_run_id,
-            refresh=self.refresh,
+        entry = self._list_file(
+            key,
+            info,
+            partition,
+            rows,
+            self._cursor(first, null_lane),
+            self._cursor(last, null_lane),
+            null_lane,
         )
         if last is not None and self.window is not None:
             self.window_cursor = entry.cursor_max
@@ -758,20 +783,53 @@ class _Run:
                 ]
             else:
                 self._advance(last)
+        if save:
+            self._save()
+        if len(self.watermark.pending_files) >= MANIFEST_EVERY:
+            self._flush_manifest()
+            self._save()
+        self._report_progress()
+
+    def _list_file(
+        self,
+        key: str,
+        info: ObjectInfo,
+        partition: str,
+        rows: int,
+        cursor_min: Cursor | None,
+        cursor_max: Cursor | None,
+        null_lane: bool,
+    ) -> FileEntry:
+        """Add an uploaded file to the watermark in memory (written by the caller) and count
+        its rows; the cursor is the caller's to move."""
+        state = self.watermark.mysql_state
+        entry = FileEntry(
+            key=key,
+            uri=self.storage.uri(key),
+            rows=rows,
+            bytes=info.size,
+            schema_fingerprint=self.plan.fingerprint,
+            partition=partition,
+            run_id=self.report.run_id,
+            created_at=utc_now(),
+            cursor_min=cursor_min,
+            cursor_max=cursor_max,
+            null_cursor=null_lane,
+            snapshot_id=state.snapshot_run_id,
+            refresh=self.refresh,
+        )
         state.total_rows += rows
         self.watermark.pending_files.append(entry)
         if self.lease is not None:
             self.lease.check()
         self.unsaved = True
-        if save:
-            self._save()
         self.report.rows += rows
         self.report.files += 1
         self.report.bytes += info.size
         self.report.file_keys.append(key)
-        if len(self.watermark.pending_files) >= MANIFEST_EVERY:
-            self._flush_manifest()
-            self._save()
+        return entry
+
+    def _report_progress(self) -> None:
         if self.progress is not None:
             self.progress(
                 Progress(
@@ -897,12 +955,7 @@ class _PartitionedWriter:
                 self.partition = partition
             if self.writer is None:
                 self.path = self.folder / f"part-{self.run.file_seq + 1:05d}.parquet"
-                self.writer = pq.ParquetWriter(
-                    self.path,
-                    self.run.plan.arrow_schema,
-                    compression="snappy",
-                    use_dictionary=self.run.plan.dictionary_columns,
-                )
+                self.writer = self.run.parquet_writer(self.path)
                 self.first = cursors[start] if cursors else None
             self.writer.write_batch(batch.slice(start, end - start))
             self.rows += end - start
@@ -951,24 +1004,12 @@ class _PartitionedWriter:
             yield 0, batch.num_rows, self._run_partition()
             return
         column = batch.column(run.plan.column_mapping[run.spec.timestamp.name])
-        buckets = _partition_buckets(column, granularity, run.spec)
-        if len(buckets) == 0:
-            return
-        # Compare windows as integers (NULL as its own value); format only each run's first.
-        keys = pc.fill_null(buckets.cast(pa.int64()), _NULL_BUCKET)
-        changes = pc.indices_nonzero(pc.not_equal(keys[1:], keys[:-1])).to_pylist()
-        bounds = [0, *(index + 1 for index in changes), len(buckets)]
-        starts = pa.array(bounds[:-1], pa.int64())
-        labels = pc.fill_null(
-            pc.strftime(buckets.take(starts), format=_FORMATS[granularity]), naming.NO_PARTITION
-        ).to_pylist()
-        for (start, end), label in zip(pairwise(bounds), labels, strict=True):
-            yield start, end, label
+        yield from _window_runs(_partition_buckets(column, granularity, run.spec), granularity)
 
     def _run_partition(self) -> str:
         if self.null_lane:
             return naming.NO_PARTITION
-        return self.run.started_at.date().isoformat()
+        return self.run.run_partition
 
 
 _FORMATS = {"daily": "%Y-%m-%d", "hourly": "%Y-%m-%d-%H:00", "monthly": "%Y-%m"}
@@ -976,6 +1017,21 @@ _FORMATS = {"daily": "%Y-%m-%d", "hourly": "%Y-%m-%d-%H:00", "monthly": "%Y-%m"}
 
 _UNITS = {"daily": "day", "hourly": "hour", "monthly": "month"}
 _NULL_BUCKET = -(2**63)
+
+
+def _window_runs(buckets: pa.Array, granularity: str) -> Iterator[tuple[int, int, str]]:
+    """(start, end, label) of each run of consecutive equal window starts in `buckets`."""
+    if len(buckets) == 0:
+        return
+    # Compare windows as integers (NULL as its own value); format only each run's first.
+    keys = pc.fill_null(buckets.cast(pa.int64()), _NULL_BUCKET)
+    changes = pc.indices_nonzero(pc.not_equal(keys[1:], keys[:-1])).to_pylist()
+    bounds = [0, *(index + 1 for index in changes), len(buckets)]
+    starts = pa.array(bounds[:-1], pa.int64())
+    labels = pc.fill_null(
+        pc.strftime(buckets.take(starts), format=_FORMATS[granularity]), naming.NO_PARTITION
+    ).to_pylist()
+    yield from zip(bounds[:-1], bounds[1:], labels, strict=True)
 
 
 def _partition_buckets(column: pa.Array, granularity: str, spec: CursorSpec) -> pa.Array:
