@@ -45,12 +45,14 @@ from s3rs_dagster.adapters.tunnel import TunnelError
 from s3rs_dagster.config import AnySourceConfig, Config, SqliteSourceConfig, TableConfig
 from s3rs_dagster.core import naming
 from s3rs_dagster.core.cursor import (
+    INTEGER_TYPES,
     CursorError,
     CursorSpec,
     Window,
     after,
     cursor_order,
     cursor_text,
+    last_row_before,
     parameter,
     partition_window,
     resolve_cursor,
@@ -68,9 +70,11 @@ from s3rs_dagster.core.schema import (
     quote_mysql,
     reflect_table,
 )
+from s3rs_dagster.core.spool import WindowSpool
 from s3rs_dagster.core.state import (
     Cursor,
     FileEntry,
+    InitialSnapshot,
     StateError,
     Watermark,
     WatermarkStore,
@@ -83,6 +87,10 @@ UPLOAD_THREADS = 8
 """Files of one chunk uploaded at once (a chunk spanning many daily windows has many)."""
 ARROW_BATCH_ROWS = 65_536
 """Rows per record batch from the Arrow reader (bounded memory, few Python round trips)."""
+ROW_GROUP_ROWS = 131_072
+"""Rows per Parquet row group of an initial snapshot's files (bounds the memory of writing)."""
+_SPOOL_TS, _SPOOL_KEY = "__s3rs_cursor_ts", "__s3rs_cursor_key"
+"""Columns carrying each spooled row's cursor texts, dropped when its Parquet is written."""
 MANIFEST_EVERY = 100
 """Committed files kept in the watermark before they move into an immutable manifest."""
 CONNECTION_RETRIES = 3
@@ -409,6 +417,9 @@ class _Run:
 
     def _extract(self, connection: SourceConnection) -> None:
         self.upper = self._upper_bound(connection)
+        snapshot = self._initial_snapshot()
+        if snapshot is not None and not self._snapshot_lane(connection, snapshot):
+            return
         caught_up = self._lane(connection, null_lane=False)
         if self.window is not None:
             if caught_up and self.refresh and self.report.files == 0:
@@ -432,6 +443,236 @@ class _Run:
             if self._chunk(connection, null_lane=null_lane):
                 return True
         return False
+
+    # ------------------------------------------------------------------ initial snapshot
+
+    def _initial_snapshot(self) -> InitialSnapshot | None:
+        """The initial snapshot this run continues or starts, or None to read in cursor order.
+
+        A snapshot starts when nothing was extracted yet (first sync, or after `watermark
+        reset`) and `processing.initial_snapshot` is auto; one in progress is always finished,
+        as abandoning it would extract its rows again. Its bound is this run's upper bound.
+        """
+        state = self.watermark.mysql_state
+        snapshot = state.initial_snapshot
+        if self.window is not None or (snapshot is not None and not snapshot.in_progress):
+            return None
+        applies = self._snapshot_applies()
+        if snapshot is not None:
+            if not applies:
+                raise CursorError(
+                    f"{self.table} has an initial snapshot in progress (by primary key) but no "
+                    "longer has a one-column integer primary key equal to its cdc_id_column; "
+                    "run `s3rs watermark reset` to start it over in cursor order"
+                )
+            return snapshot
+        processing = self.config.pipeline(self.pipeline).processing
+        if (
+            processing.initial_snapshot == "off"
+            or not applies
+            or state.cursor is not None
+            or state.total_rows
+        ):
+            return None
+        assert self.upper is not None and self.upper_at is not None
+        state.initial_snapshot = InitialSnapshot(
+            run_id=self.report.run_id,
+            bound=self.upper,
+            bound_at=self.upper_at,
+            started_at=self.started_at,
+        )
+        return state.initial_snapshot
+
+    def _snapshot_applies(self) -> bool:
+        """Whether the table can be read in primary-key order: a hybrid cursor whose id column
+        is the table's one-column integer primary key (its clustered index in InnoDB)."""
+        spec = self.spec
+        key = self.table_config.primary_key or list(self.plan.source.primary_key)
+        return (
+            spec.strategy == "hybrid"
+            and spec.timestamp is not None
+            and len(spec.keys) == 1
+            and key == [spec.keys[0].name]
+            and spec.keys[0].data_type in INTEGER_TYPES
+        )
+
+    def _snapshot_lane(self, connection: SourceConnection, snapshot: InitialSnapshot) -> bool:
+        """Read the snapshot's remaining rows checkpoint by checkpoint; True when it finished,
+        False when `--limit`/`--max-chunks` stopped it (the next run resumes it).
+
+        The run's row budget is limit x max_chunks, as for chunks in cursor order; what the
+        snapshot leaves of it goes to the incremental lane that follows.
+        """
+        every = self.config.pipeline(self.pipeline).processing.snapshot_checkpoint_rows
+        budget = None if self.max_chunks is None else self.limit * self.max_chunks
+        read = 0
+        while True:
+            size = every if budget is None else min(every, budget - read)
+            if size <= 0:
+                self.chunks_done = self.max_chunks or 0
+                self.report.chunk_limit_reached = True
+                return False
+            rows, finished = self._retrying(
+                connection, lambda size=size: self._snapshot_checkpoint(connection, snapshot, size)
+            )
+            read += rows
+            if finished:
+                break
+        self.chunks_done += math.ceil(read / self.limit)
+        self._finish_snapshot(connection, snapshot)
+        return True
+
+    def _snapshot_query(self, snapshot: InitialSnapshot, size: int) -> _Query:
+        """Up to `size` rows after the last committed key, in key order, with a cursor below
+        the snapshot's bound (and at or after start_date): a range scan of the clustered
+        index, where cursor order costs a key lookup per row through the cursor's index."""
+        spec = self.spec
+        assert spec.timestamp is not None
+        ts, key = quote_mysql(spec.timestamp.name), quote_mysql(spec.keys[0].name)
+        conditions = [f"{ts} < %s"]
+        params = [parameter(spec.timestamp, snapshot.bound)]
+        lower = self._lower_bound()
+        if lower is not None:
+            conditions.append(f"{ts} >= %s")
+            params.append(parameter(spec.timestamp, lower))
+        if snapshot.last_key is not None:
+            conditions.append(f"{key} > %s")
+            params.append(parameter(spec.keys[0], snapshot.last_key))
+        if self.arrow_reader:
+            columns, cursor_select = self.plan.arrow_select_list, f", CAST({ts} AS CHAR)"
+            cursor_select += f", CAST({key} AS CHAR)"
+        else:
+            columns, cursor_select = self.plan.select_list, f", {ts}, {key}"
+        sql = (
+            f"SELECT {columns}{cursor_select} FROM {self._table_sql()}{_where_sql(conditions)} "
+            f"ORDER BY {key} LIMIT {int(size)}"
+        )
+        return _Query(sql, params, 2, size, reaches_end=False)
+
+    def _snapshot_checkpoint(
+        self, connection: SourceConnection, snapshot: InitialSnapshot, size: int
+    ) -> tuple[int, bool]:
+        """Read up to `size` rows into a spool by window, write each window as one Parquet
+        file, upload them in parallel and commit them with the snapshot's progress in one
+        watermark write. (rows read, whether the snapshot reached its end)."""
+        query = self._snapshot_query(snapshot, size)
+        width = len(self.plan.columns)
+        schema = self.plan.arrow_schema
+        spool = WindowSpool(
+            schema.append(pa.field(_SPOOL_TS, pa.string())).append(
+                pa.field(_SPOOL_KEY, pa.string())
+            )
+        )
+        try:
+            rows, last_key = 0, None
+            for batch, zero_dates, cursors in self._batches(connection, query, width):
+                for column, count in zero_dates.items():
+                    self.report.zero_dates[column] = self.report.zero_dates.get(column, 0) + count
+                texts = [column.cast(pa.string()) for column in cursors.columns]
+                full = pa.RecordBatch.from_arrays([*batch.columns, *texts], schema=spool.schema)
+                self._spool_by_window(spool, full)
+                rows += batch.num_rows
+                last_key = texts[1][-1].as_py()
+            windows = spool.finish()
+            if rows:
+                self._commit_checkpoint(spool, windows, snapshot, str(last_key), rows)
+        finally:
+            spool.cleanup()
+        return rows, rows < size
+
+    def _spool_by_window(self, spool: WindowSpool, batch: pa.RecordBatch) -> None:
+        granularity = self.table_config.partitioning or "none"
+        if granularity == "none":
+            spool.add(self.run_partition, batch)
+            return
+        assert self.spec.timestamp is not None
+        column = batch.column(self.plan.column_mapping[self.spec.timestamp.name])
+        buckets = _partition_buckets(column, granularity, self.spec)
+        order = pc.sort_indices(pc.fill_null(buckets.cast(pa.int64()), _NULL_BUCKET))
+        grouped = batch.take(order)
+        for start, end, label in _window_runs(buckets.take(order), granularity):
+            spool.add(label, grouped.slice(start, end - start))
+
+    def _commit_checkpoint(
+        self,
+        spool: WindowSpool,
+        windows: dict[str, int],
+        snapshot: InitialSnapshot,
+        last_key: str,
+        rows: int,
+    ) -> None:
+        """Write and upload every window's file (in parallel), then list them all and move
+        the snapshot past `last_key` in one conditional write: the checkpoint's commit point.
+        A run killed before it leaves its files listed nowhere; the next run reads the same
+        keys again."""
+        pending = [
+            (label, self.uploads.submit(self._write_window, spool, label, self._next_key(label)))
+            for label in windows
+        ]
+        try:
+            written = [(label, future.result()) for label, future in pending]
+        except BaseException:
+            for _, future in pending:  # let the others end before the spool goes
+                with suppress(BaseException):
+                    future.result()
+            raise
+        for label, (key, info, cursor_min, cursor_max) in written:
+            self._list_file(key, info, label, windows[label], cursor_min, cursor_max, False)
+        snapshot.last_key = last_key
+        snapshot.rows += rows
+        self._save()
+        if len(self.watermark.pending_files) >= MANIFEST_EVERY:
+            self._flush_manifest()
+            self._save()
+        self._report_progress()
+
+    def _write_window(
+        self, spool: WindowSpool, label: str, key: str
+    ) -> tuple[str, ObjectInfo, Cursor, Cursor]:
+        """One window's spooled rows as a Parquet file, uploaded under `key`; with the
+        lowest and highest cursor among its rows (they arrived in key order)."""
+        spec = self.spec
+        assert spec.timestamp is not None
+        ts = self.plan.column_mapping[spec.timestamp.name]
+        key_column = self.plan.column_mapping[spec.keys[0].name]
+        path = spool.folder / f"{label}.parquet"
+        lowest: tuple[tuple[Any, Any], Cursor] | None = None
+        highest: tuple[tuple[Any, Any], Cursor] | None = None
+        try:
+            with self.parquet_writer(path) as writer:
+                group: list[pa.RecordBatch] = []
+                for batch in spool.read(label):
+                    low = _extreme_cursor(batch, ts, key_column, "min")
+                    high = _extreme_cursor(batch, ts, key_column, "max")
+                    if lowest is None or low[0] < lowest[0]:
+                        lowest = low
+                    if highest is None or high[0] > highest[0]:
+                        highest = high
+                    group.append(batch.drop_columns([_SPOOL_TS, _SPOOL_KEY]))
+                    if sum(b.num_rows for b in group) >= ROW_GROUP_ROWS:
+                        writer.write_table(pa.Table.from_batches(group))
+                        group = []
+                if group:
+                    writer.write_table(pa.Table.from_batches(group))
+            spool.remove(label)
+            info = self.storage.put_file(path, key)
+        finally:
+            path.unlink(missing_ok=True)
+        assert lowest is not None and highest is not None
+        return key, info, lowest[1], highest[1]
+
+    def _finish_snapshot(self, connection: SourceConnection, snapshot: InitialSnapshot) -> None:
+        """Hand over to the incremental lane: the cursor goes on the last row stamped below
+        the bound (as `watermark set` would put it), so every row stamped at or after the
+        bound, ties included, and every row updated since the snapshot began, comes next.
+        Rows the snapshot took that are read again are merged by key on load."""
+        cursor = last_row_before(
+            self.spec, self._table_sql(), snapshot.bound, connection.rows, lower=self._lower_bound()
+        )
+        if cursor is not None:
+            self._advance((cursor.timestamp, *cursor.key))
+        snapshot.finished_at = utc_now()
+        self._save()
 
     def _commit_empty_window(self) -> None:
         """A refresh that finds its window empty still commits a file, with no rows: the load
@@ -1017,6 +1258,23 @@ _FORMATS = {"daily": "%Y-%m-%d", "hourly": "%Y-%m-%d-%H:00", "monthly": "%Y-%m"}
 
 _UNITS = {"daily": "day", "hourly": "hour", "monthly": "month"}
 _NULL_BUCKET = -(2**63)
+
+
+def _extreme_cursor(
+    batch: pa.RecordBatch, ts: str, key: str, pick: str
+) -> tuple[tuple[Any, Any], Cursor]:
+    """The lowest ('min') or highest ('max') (timestamp, key) of a spooled batch: its typed
+    values, to compare, and its cursor texts (as MySQL printed them)."""
+    stamps, keys = batch.column(ts), batch.column(key)
+    stamp = pc.min_max(stamps)[pick]
+    same = pc.equal(stamps, stamp)
+    value = pc.min_max(pc.filter(keys, same))[pick]
+    index = pc.indices_nonzero(pc.and_(same, pc.equal(keys, value)))[0].as_py()
+    cursor = Cursor(
+        timestamp=batch.column(_SPOOL_TS)[index].as_py(),
+        key=[batch.column(_SPOOL_KEY)[index].as_py()],
+    )
+    return (stamp.as_py(), value.as_py()), cursor
 
 
 def _window_runs(buckets: pa.Array, granularity: str) -> Iterator[tuple[int, int, str]]:
