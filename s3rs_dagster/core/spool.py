@@ -30,14 +30,15 @@ class WindowSpool:
         self._segments: dict[str, list[Path]] = {}
         self._open: dict[str, tuple[pa.NativeFile, pa.ipc.RecordBatchStreamWriter]] = {}
         self._rows: dict[str, int] = {}
+        self._files = 0
 
     def add(self, label: str, batch: pa.RecordBatch) -> None:
         if label not in self._open:
             if len(self._open) >= MAX_OPEN_FILES:
                 self._close_all()
-            segments = self._segments.setdefault(label, [])
-            path = self.folder / f"{len(self._segments):06d}-{len(segments):04d}.arrows"
-            segments.append(path)
+            self._files += 1
+            path = self.folder / f"{self._files:06d}.arrows"
+            self._segments.setdefault(label, []).append(path)
             sink = pa.OSFile(str(path), "wb")
             self._open[label] = (sink, pa.ipc.new_stream(sink, self.schema))
         self._open[label][1].write_batch(batch)
