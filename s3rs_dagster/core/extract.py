@@ -500,32 +500,56 @@ class _Run:
         """Read the snapshot's remaining rows checkpoint by checkpoint; True when it finished,
         False when `--limit`/`--max-chunks` stopped it (the next run resumes it).
 
-        The run's row budget is limit x max_chunks, as for chunks in cursor order; what the
-        snapshot leaves of it goes to the incremental lane that follows.
+        A checkpoint's files are written and uploaded while the next one is read, and
+        committed before the next one's are, so commits stay in key order. The run's row
+        budget is limit x max_chunks, as for chunks in cursor order; what the snapshot leaves
+        of it goes to the incremental lane that follows.
         """
         every = self.config.pipeline(self.pipeline).processing.snapshot_checkpoint_rows
         budget = None if self.max_chunks is None else self.limit * self.max_chunks
-        read = 0
-        while True:
-            size = every if budget is None else min(every, budget - read)
-            if size <= 0:
-                self.chunks_done = self.max_chunks or 0
-                self.report.chunk_limit_reached = True
-                return False
-            rows, finished = self._retrying(
-                connection, lambda size=size: self._snapshot_checkpoint(connection, snapshot, size)
-            )
-            read += rows
-            if finished:
-                break
+        read, after = 0, snapshot.last_key
+        writing: _Checkpoint | None = None
+        try:
+            while True:
+                size = every if budget is None else min(every, budget - read)
+                if size <= 0:
+                    if writing is not None:
+                        self._commit_checkpoint(writing, snapshot)
+                    self.chunks_done = self.max_chunks or 0
+                    self.report.chunk_limit_reached = True
+                    return False
+                checkpoint = self._retrying(
+                    connection,
+                    lambda size=size, after=after: self._read_checkpoint(
+                        connection, snapshot, after, size
+                    ),
+                )
+                if writing is not None:
+                    self._commit_checkpoint(writing, snapshot)
+                writing = None
+                read += checkpoint.rows
+                if checkpoint.rows:
+                    writing = checkpoint
+                    self._start_writes(checkpoint)
+                    after = checkpoint.last_key
+                else:
+                    checkpoint.spool.cleanup()
+                if checkpoint.rows < size:
+                    break
+            if writing is not None:
+                self._commit_checkpoint(writing, snapshot)
+                writing = None
+        finally:
+            if writing is not None:
+                writing.discard()
         self.chunks_done += math.ceil(read / self.limit)
         self._finish_snapshot(connection, snapshot)
         return True
 
-    def _snapshot_query(self, snapshot: InitialSnapshot, size: int) -> _Query:
-        """Up to `size` rows after the last committed key, in key order, with a cursor below
-        the snapshot's bound (and at or after start_date): a range scan of the clustered
-        index, where cursor order costs a key lookup per row through the cursor's index."""
+    def _snapshot_query(self, snapshot: InitialSnapshot, after: str | None, size: int) -> _Query:
+        """Up to `size` rows after key `after`, in key order, with a cursor below the
+        snapshot's bound (and at or after start_date): a range scan of the clustered index,
+        where cursor order costs a key lookup per row through the cursor's index."""
         spec = self.spec
         assert spec.timestamp is not None
         ts, key = quote_mysql(spec.timestamp.name), quote_mysql(spec.keys[0].name)
@@ -535,9 +559,9 @@ class _Run:
         if lower is not None:
             conditions.append(f"{ts} >= %s")
             params.append(parameter(spec.timestamp, lower))
-        if snapshot.last_key is not None:
+        if after is not None:
             conditions.append(f"{key} > %s")
-            params.append(parameter(spec.keys[0], snapshot.last_key))
+            params.append(parameter(spec.keys[0], after))
         if self.arrow_reader:
             columns, cursor_select = self.plan.arrow_select_list, f", CAST({ts} AS CHAR)"
             cursor_select += f", CAST({key} AS CHAR)"
@@ -549,22 +573,19 @@ class _Run:
         )
         return _Query(sql, params, 2, size, reaches_end=False)
 
-    def _snapshot_checkpoint(
-        self, connection: SourceConnection, snapshot: InitialSnapshot, size: int
-    ) -> tuple[int, bool]:
-        """Read up to `size` rows into a spool by window, write each window as one Parquet
-        file, upload them in parallel and commit them with the snapshot's progress in one
-        watermark write. (rows read, whether the snapshot reached its end)."""
-        query = self._snapshot_query(snapshot, size)
+    def _read_checkpoint(
+        self, connection: SourceConnection, snapshot: InitialSnapshot, after: str | None, size: int
+    ) -> _Checkpoint:
+        """Read up to `size` rows after key `after` into a spool, by partition window."""
+        query = self._snapshot_query(snapshot, after, size)
         width = len(self.plan.columns)
-        schema = self.plan.arrow_schema
         spool = WindowSpool(
-            schema.append(pa.field(_SPOOL_TS, pa.string())).append(
+            self.plan.arrow_schema.append(pa.field(_SPOOL_TS, pa.string())).append(
                 pa.field(_SPOOL_KEY, pa.string())
             )
         )
         try:
-            rows, last_key = 0, None
+            rows, last_key = 0, after
             for batch, zero_dates, cursors in self._batches(connection, query, width):
                 for column, count in zero_dates.items():
                     self.report.zero_dates[column] = self.report.zero_dates.get(column, 0) + count
@@ -573,12 +594,10 @@ class _Run:
                 self._spool_by_window(spool, full)
                 rows += batch.num_rows
                 last_key = texts[1][-1].as_py()
-            windows = spool.finish()
-            if rows:
-                self._commit_checkpoint(spool, windows, snapshot, str(last_key), rows)
-        finally:
+            return _Checkpoint(spool, spool.finish(), str(last_key), rows)
+        except BaseException:
             spool.cleanup()
-        return rows, rows < size
+            raise
 
     def _spool_by_window(self, spool: WindowSpool, batch: pa.RecordBatch) -> None:
         granularity = self.table_config.partitioning or "none"
@@ -593,33 +612,29 @@ class _Run:
         for start, end, label in _window_runs(buckets.take(order), granularity):
             spool.add(label, grouped.slice(start, end - start))
 
-    def _commit_checkpoint(
-        self,
-        spool: WindowSpool,
-        windows: dict[str, int],
-        snapshot: InitialSnapshot,
-        last_key: str,
-        rows: int,
-    ) -> None:
-        """Write and upload every window's file (in parallel), then list them all and move
-        the snapshot past `last_key` in one conditional write: the checkpoint's commit point.
-        A run killed before it leaves its files listed nowhere; the next run reads the same
-        keys again."""
-        pending = [
-            (label, self.uploads.submit(self._write_window, spool, label, self._next_key(label)))
-            for label in windows
+    def _start_writes(self, checkpoint: _Checkpoint) -> None:
+        """Write and upload every window's file of a read checkpoint, in parallel threads."""
+        checkpoint.writes = [
+            (
+                label,
+                self.uploads.submit(
+                    self._write_window, checkpoint.spool, label, self._next_key(label)
+                ),
+            )
+            for label in checkpoint.windows
         ]
-        try:
-            written = [(label, future.result()) for label, future in pending]
-        except BaseException:
-            for _, future in pending:  # let the others end before the spool goes
-                with suppress(BaseException):
-                    future.result()
-            raise
+
+    def _commit_checkpoint(self, checkpoint: _Checkpoint, snapshot: InitialSnapshot) -> None:
+        """Once every file of the checkpoint is uploaded, list them all and move the snapshot
+        past its last key in one conditional write: the checkpoint's commit point. A run
+        killed before it leaves its files listed nowhere; the next run reads those keys
+        again."""
+        written = checkpoint.results()
         for label, (key, info, cursor_min, cursor_max) in written:
-            self._list_file(key, info, label, windows[label], cursor_min, cursor_max, False)
-        snapshot.last_key = last_key
-        snapshot.rows += rows
+            rows = checkpoint.windows[label]
+            self._list_file(key, info, label, rows, cursor_min, cursor_max, False)
+        snapshot.last_key = checkpoint.last_key
+        snapshot.rows += checkpoint.rows
         self._save()
         if len(self.watermark.pending_files) >= MANIFEST_EVERY:
             self._flush_manifest()
@@ -1120,6 +1135,35 @@ class _Run:
     def _save(self) -> None:
         self.etag = self.store.save(self.watermark, self.etag)
         self.unsaved = False
+
+
+@dataclass
+class _Checkpoint:
+    """An initial snapshot's rows read since the last commit, spooled by window, and the
+    files being written from them."""
+
+    spool: WindowSpool
+    windows: dict[str, int]
+    """Rows per window label, in the order first seen."""
+    last_key: str
+    rows: int
+    writes: list[tuple[str, Future[tuple[str, ObjectInfo, Cursor, Cursor]]]] = field(
+        default_factory=list
+    )
+
+    def results(self) -> list[tuple[str, tuple[str, ObjectInfo, Cursor, Cursor]]]:
+        """Each window's (key, info, lowest cursor, highest cursor), once all are uploaded;
+        the spool is removed either way."""
+        try:
+            return [(label, future.result()) for label, future in self.writes]
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        for _, future in self.writes:  # let every write end before its spool goes
+            with suppress(BaseException):
+                future.result()
+        self.spool.cleanup()
 
 
 @dataclass(frozen=True)
