@@ -88,9 +88,6 @@ UPLOAD_THREADS = 8
 ARROW_BATCH_ROWS = 16_384
 """Rows per record batch from the Arrow reader: connectorx's memory grows with it (its
 process peaked at ~125 MB with 65,536 rows, ~90 MB with 16,384, reading no slower)."""
-SNAPSHOT_QUERY_ROWS = 262_144
-"""Rows per query of an initial snapshot. connectorx reads ahead of its consumer without
-bound, so a query's rows may all wait in the reader's memory; this bounds that (~30 MB)."""
 ROW_GROUP_ROWS = 131_072
 """Rows per Parquet row group of an initial snapshot's files (bounds the memory of writing)."""
 _SPOOL_TS, _SPOOL_KEY = "__s3rs_cursor_ts", "__s3rs_cursor_key"
@@ -580,8 +577,8 @@ class _Run:
     def _read_checkpoint(
         self, connection: SourceConnection, snapshot: InitialSnapshot, after: str | None, size: int
     ) -> _Checkpoint:
-        """Read up to `size` rows after key `after` into a spool, by partition window, in
-        queries of at most SNAPSHOT_QUERY_ROWS rows."""
+        """Read up to `size` rows after key `after` into a spool, by partition window."""
+        query = self._snapshot_query(snapshot, after, size)
         width = len(self.plan.columns)
         spool = WindowSpool(
             self.plan.arrow_schema.append(pa.field(_SPOOL_TS, pa.string())).append(
@@ -590,22 +587,14 @@ class _Run:
         )
         try:
             rows, last_key = 0, after
-            while rows < size:
-                wanted = min(SNAPSHOT_QUERY_ROWS, size - rows)
-                query = self._snapshot_query(snapshot, last_key, wanted)
-                got = 0
-                for batch, zero_dates, cursors in self._batches(connection, query, width):
-                    for column, count in zero_dates.items():
-                        zeros = self.report.zero_dates
-                        zeros[column] = zeros.get(column, 0) + count
-                    texts = [column.cast(pa.string()) for column in cursors.columns]
-                    full = pa.RecordBatch.from_arrays([*batch.columns, *texts], schema=spool.schema)
-                    self._spool_by_window(spool, full)
-                    got += batch.num_rows
-                    last_key = texts[1][-1].as_py()
-                rows += got
-                if got < wanted:
-                    break
+            for batch, zero_dates, cursors in self._batches(connection, query, width):
+                for column, count in zero_dates.items():
+                    self.report.zero_dates[column] = self.report.zero_dates.get(column, 0) + count
+                texts = [column.cast(pa.string()) for column in cursors.columns]
+                full = pa.RecordBatch.from_arrays([*batch.columns, *texts], schema=spool.schema)
+                self._spool_by_window(spool, full)
+                rows += batch.num_rows
+                last_key = texts[1][-1].as_py()
             return _Checkpoint(spool, spool.finish(), str(last_key), rows)
         except BaseException:
             spool.cleanup()
