@@ -85,9 +85,10 @@ FETCH_ROWS = 10_000
 """Rows fetched from the server-side cursor and converted to Arrow at a time."""
 UPLOAD_THREADS = 8
 """Files of one chunk uploaded at once (a chunk spanning many daily windows has many)."""
-ARROW_BATCH_ROWS = 16_384
+ARROW_BATCH_ROWS = 8_192
 """Rows per record batch from the Arrow reader: connectorx's memory grows with it (its
-process peaked at ~125 MB with 65,536 rows, ~90 MB with 16,384, reading no slower)."""
+process peaked at ~125 MB with 65,536 rows, ~100 MB with 16,384, ~90 MB with 8,192, reading
+no slower)."""
 ROW_GROUP_ROWS = 131_072
 """Rows per Parquet row group of an initial snapshot's files (bounds the memory of writing)."""
 _SPOOL_TS, _SPOOL_KEY = "__s3rs_cursor_ts", "__s3rs_cursor_key"
