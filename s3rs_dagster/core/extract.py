@@ -139,6 +139,8 @@ class DryRunPlan:
     chunks: int
     from_cursor: dict[str, Any] | None
     to_bound: str | None
+    initial_snapshot: dict[str, Any] | None = None
+    """Set when the rows would be read in key order: the snapshot's bound and last key."""
 
 
 @dataclass
@@ -555,15 +557,7 @@ class _Run:
         spec = self.spec
         assert spec.timestamp is not None
         ts, key = quote_mysql(spec.timestamp.name), quote_mysql(spec.keys[0].name)
-        conditions = [f"{ts} < %s"]
-        params = [parameter(spec.timestamp, snapshot.bound)]
-        lower = self._lower_bound()
-        if lower is not None:
-            conditions.append(f"{ts} >= %s")
-            params.append(parameter(spec.timestamp, lower))
-        if after is not None:
-            conditions.append(f"{key} > %s")
-            params.append(parameter(spec.keys[0], after))
+        conditions, params = self._snapshot_where(snapshot, after)
         if self.arrow_reader:
             columns, cursor_select = self.plan.arrow_select_list, f", CAST({ts} AS CHAR)"
             cursor_select += f", CAST({key} AS CHAR)"
@@ -574,6 +568,24 @@ class _Run:
             f"ORDER BY {key} LIMIT {int(size)}"
         )
         return _Query(sql, params, 2, size, reaches_end=False)
+
+    def _snapshot_where(
+        self, snapshot: InitialSnapshot, after: str | None
+    ) -> tuple[list[str], list[object]]:
+        """The snapshot's rows after key `after`: stamped below its bound, from start_date."""
+        spec = self.spec
+        assert spec.timestamp is not None
+        ts = quote_mysql(spec.timestamp.name)
+        conditions = [f"{ts} < %s"]
+        params = [parameter(spec.timestamp, snapshot.bound)]
+        lower = self._lower_bound()
+        if lower is not None:
+            conditions.append(f"{ts} >= %s")
+            params.append(parameter(spec.timestamp, lower))
+        if after is not None:
+            conditions.append(f"{quote_mysql(spec.keys[0].name)} > %s")
+            params.append(parameter(spec.keys[0], after))
+        return conditions, params
 
     def _read_checkpoint(
         self, connection: SourceConnection, snapshot: InitialSnapshot, after: str | None, size: int
@@ -932,11 +944,22 @@ class _Run:
 
     def _dry_run(self, connection: SourceConnection) -> None:
         self.upper = self._upper_bound(connection)
-        conditions, params = self._where(null_lane=False)
+        table = self._table_sql()
+        snapshot = self._initial_snapshot()
+        if snapshot is not None and snapshot.last_key is not None:
+            # Resuming: the snapshot's rows after its last key, then those stamped since.
+            assert self.spec.timestamp is not None
+            conditions, params = self._snapshot_where(snapshot, snapshot.last_key)
+            ts = quote_mysql(self.spec.timestamp.name)
+            conditions = [f"({' AND '.join(conditions)}) OR ({ts} >= %s AND {ts} < %s)"]
+            params += [
+                parameter(self.spec.timestamp, snapshot.bound),
+                parameter(self.spec.timestamp, str(self.upper)),
+            ]
+        else:
+            conditions, params = self._where(null_lane=False)
         pending = int(
-            connection.scalar(
-                f"SELECT COUNT(*) FROM {self._table_sql()}{_where_sql(conditions)}", params
-            )
+            connection.scalar(f"SELECT COUNT(*) FROM {table}{_where_sql(conditions)}", params)
         )
         cap = pending if self.max_chunks is None else min(pending, self.limit * self.max_chunks)
         position = self.watermark.mysql_state.cursor
@@ -946,6 +969,9 @@ class _Run:
             chunks=math.ceil(cap / self.limit) if cap else 0,
             from_cursor=position.model_dump() if position else None,
             to_bound=self.upper,
+            initial_snapshot=None
+            if snapshot is None
+            else {"bound": snapshot.bound, "after_key": snapshot.last_key},
         )
         self.report.chunk_limit_reached = cap < pending
         self._report_rows_outside(connection)

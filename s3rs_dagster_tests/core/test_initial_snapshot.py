@@ -237,6 +237,9 @@ def test_limit_and_max_chunks_bound_a_snapshot_run_which_resumes(
     first = extract_table(config, "p", "orders", limit=40, max_chunks=2)
     assert (first.status, first.rows, first.chunk_limit_reached) == ("success", 80, True)
     assert snapshot_state(config, table)["initial_snapshot"]["last_key"] == "80"
+    plan = extract_table(config, "p", "orders", dry_run=True).dry_run
+    assert plan is not None and plan.initial_snapshot is not None
+    assert (plan.rows_pending, plan.initial_snapshot["after_key"]) == (300 - 80, "80")
     second = extract_table(config, "p", "orders", limit=1000, max_chunks=1)
     assert (second.status, second.rows) == ("success", 300 - 80), second.error
     assert snapshot_state(config, table)["initial_snapshot"]["finished_at"] is not None
