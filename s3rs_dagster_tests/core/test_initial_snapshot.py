@@ -299,3 +299,54 @@ def test_spool_keeps_windows_apart_past_its_open_file_cap() -> None:
     finally:
         spool.cleanup()
     assert not spool.folder.exists()
+
+
+@pytest.mark.parametrize(
+    ("column_type", "value", "table_extra"),
+    [
+        ("TIMESTAMP(6) NULL", lambda i: BASE_TIME + timedelta(hours=7 * i), {}),
+        ("DATE NULL", lambda i: (BASE_TIME + timedelta(days=i // 4)).date(), {}),
+        ("BIGINT NULL", lambda i: int(BASE_TIME.timestamp()) + 3_600 * 7 * i, {}),
+        (
+            "BIGINT NULL",
+            lambda i: int(BASE_TIME.timestamp() * 1000) + 3_600_000 * 7 * i,
+            {"cdc_timestamp_unit": "milliseconds"},
+        ),
+    ],
+    ids=["timestamp", "date", "epoch-seconds", "epoch-milliseconds"],
+)
+def test_every_cursor_kind_snapshots_then_continues_incrementally(
+    source_db: SourceDb,
+    make_config: MakeConfig,
+    column_type: str,
+    value: Any,
+    table_extra: dict[str, Any],
+) -> None:
+    source_db.execute(
+        f"CREATE TABLE orders (id BIGINT PRIMARY KEY, updated_at {column_type}, note TEXT, "
+        "KEY by_updated (updated_at, id))"
+    )
+    order = [i for i in range(1, 61) if i % 5] + [i for i in range(1, 61) if not i % 5]
+    source_db.executemany(
+        "INSERT INTO orders VALUES (%s, %s, %s)",
+        [(i, value(position), f"row {i}") for position, i in enumerate(order)],
+    )
+    config = make_config(
+        {"orders": {**HYBRID, **table_extra}}, processing={"snapshot_checkpoint_rows": 7}
+    )
+    table = f"{source_db.name}.orders"
+    first = extract_table(config, "p", "orders")
+    assert first.status == "success", first.error
+    state = snapshot_state(config, table)
+    assert state["initial_snapshot"]["finished_at"] is not None and first.rows == 60
+    assert state["cursor"] is not None and state["last_timestamp"] is not None
+    entries = committed_files(open_storage(config.storage), "p", table)
+    assert len({e["partition"] for e in entries}) > 1, "rows spread over several windows"
+    assert all(e["cursor_min"] and e["cursor_max"] for e in entries)
+    source_db.execute(
+        "UPDATE orders SET note = 'changed', updated_at = %s WHERE id = 3", [value(500)]
+    )
+    second = extract_table(config, "p", "orders")
+    assert (second.status, second.rows) == ("success", 1), second.error
+    committed = read_committed(config, table)
+    assert sorted(committed.column("id").to_pylist()) == sorted([*range(1, 61), 3])
