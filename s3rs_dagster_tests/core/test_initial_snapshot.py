@@ -18,6 +18,7 @@ import pyarrow as pa
 import pytest
 
 from s3rs_dagster.adapters.storage import S3Storage, StorageError, open_storage
+from s3rs_dagster.adapters.tunnel import TUNNELS
 from s3rs_dagster.config import Config
 from s3rs_dagster.core.extract import extract_table
 from s3rs_dagster.core.load import load_table
@@ -350,3 +351,27 @@ def test_every_cursor_kind_snapshots_then_continues_incrementally(
     assert (second.status, second.rows) == ("success", 1), second.error
     committed = read_committed(config, table)
     assert sorted(committed.column("id").to_pylist()) == sorted([*range(1, 61), 3])
+
+
+def test_bastion_link_dropped_during_a_snapshot_is_reopened_and_the_checkpoint_read_again(
+    source_db: SourceDb, make_config: MakeConfig
+) -> None:
+    source_db.execute(ORDERS_DDL)
+    seed(source_db, 120)
+    config = make_config(
+        {"orders": HYBRID}, via_ssh=True, processing={"snapshot_checkpoint_rows": 30}
+    )
+    drops = []
+
+    def drop_the_bastion_link(progress: Any) -> None:
+        if len(drops) < 2:
+            for shared in TUNNELS._tunnels.values():
+                shared.forwarder._transport.close()
+            drops.append(progress.rows)
+
+    report = extract_table(config, "p", "orders", progress=drop_the_bastion_link)
+    assert report.status == "success", report.error
+    assert len(drops) == 2
+    table = f"{source_db.name}.orders"
+    assert versions(read_committed(config, table)) == source_versions(source_db)
+    assert snapshot_state(config, table)["total_rows"] == 125
