@@ -98,6 +98,8 @@ def build_config(
             "p": {
                 "source": "src",
                 "target": "wh",
+                # Faults are injected after N files of cursor-order chunks.
+                "processing": {"initial_snapshot": "off"},
                 "tables": {
                     (key if "." in key else f"{db.name}.{key}"): value
                     for key, value in tables.items()
