@@ -92,6 +92,7 @@ class ArrowReader:
                 **os.environ,
                 "PYTHONPATH": os.pathsep.join(paths),
                 "ARROW_DEFAULT_MEMORY_POOL": "mimalloc",
+                "MALLOC_ARENA_MAX": "2",  # connectorx's threads: ~25 MB less, no slower
             }
             self._process = subprocess.Popen(
                 [sys.executable, "-m", __name__, str(child.fileno())],
