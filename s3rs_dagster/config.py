@@ -428,6 +428,25 @@ class ProcessingConfig(_Model):
         ),
     )
 
+    initial_snapshot: Literal["auto", "off"] = Field(
+        default="auto",
+        description=(
+            "How a hybrid table with no watermark yet (first sync, or after `watermark reset`) "
+            "is read: 'auto' reads it once in primary-key order (a sequential scan, about twice "
+            "as fast as the cursor index) when its key is one integer column, then continues "
+            "incrementally; 'off' always reads in cursor order."
+        ),
+    )
+    snapshot_checkpoint_rows: int = Field(
+        default=1_000_000,
+        ge=1,
+        le=100_000_000,
+        description=(
+            "Initial snapshot: rows read between two commits (a killed run resumes from the "
+            "last one). Rows wait on local disk until then, not in memory."
+        ),
+    )
+
     @model_validator(mode="after")
     def _parallelism_matches_strategy(self) -> ProcessingConfig:
         if self.strategy == "sequential" and self.max_parallel_tables > 1:

@@ -492,3 +492,13 @@ def test_config_path_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     (tmp_path / "pipelines.yaml").unlink()
     with pytest.raises(ConfigError, match=r"pass --config PATH or set \$S3RS_CONFIG"):
         resolve_config_path(None, env={})
+
+
+def test_initial_snapshot_is_auto_or_off(tmp_path: Path) -> None:
+    data = edited(**{"pipelines/us_dw/processing": {"initial_snapshot": "always"}})
+    _, problems = problems_of(data, tmp_path)
+    message = problems["pipelines.us_dw.processing.initial_snapshot"]
+    assert message == "'always' is not allowed; use one of: auto, off"
+    data = edited(**{"pipelines/us_dw/processing": {"snapshot_checkpoint_rows": 0}})
+    _, problems = problems_of(data, tmp_path)
+    assert "pipelines.us_dw.processing.snapshot_checkpoint_rows" in problems

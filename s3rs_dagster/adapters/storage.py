@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
@@ -68,6 +69,9 @@ _ACCESS_CODES = {
     "AllAccessDisabled",
 }
 _READ_CHUNK = 1024 * 1024
+
+_SINGLE_PUT_BYTES = 8 * 1024 * 1024
+"""boto3's multipart threshold: files up to this size are sent with one PutObject."""
 
 
 @dataclass(frozen=True)
@@ -305,8 +309,21 @@ class S3Storage(Storage):
         )
 
     def put_file(self, local_path: Path, key: str) -> ObjectInfo:
-        """Upload with boto3's managed transfer: multipart (in parallel) above 8 MiB."""
+        """Upload a file. Up to 8 MiB with one PutObject, whose answer is the whole proof of
+        the write (no transfer thread, no HeadObject: a third of the time for the small files
+        an extraction writes by the hundred); `last_modified` is then the time of the store's
+        answer (its Date header, to the second). Above 8 MiB, boto3's managed transfer
+        uploads the parts in parallel."""
         uri = self.uri(key)
+        size = local_path.stat().st_size
+        if size <= _SINGLE_PUT_BYTES:
+            with self._errors("write", uri), local_path.open("rb") as body:
+                response = self._client.put_object(
+                    Bucket=self.bucket, Key=self._key(key), Body=body, ContentLength=size
+                )
+            date = response["ResponseMetadata"]["HTTPHeaders"].get("date")
+            answered = parsedate_to_datetime(date).astimezone(UTC) if date else datetime.now(UTC)
+            return ObjectInfo(key, size, answered, _unquote(response["ETag"]))
         with self._errors("write", uri):
             try:
                 self._client.upload_file(str(local_path), self.bucket, self._key(key))

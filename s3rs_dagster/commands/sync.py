@@ -186,6 +186,13 @@ def _print_extract(report: ExtractReport, limit: int | None, max_chunks: int | N
             f"{plan.chunks} chunk(s), after {plan.from_cursor or 'the beginning'} "
             f"up to {plan.to_bound or 'the end'}"
         )
+        if plan.initial_snapshot is not None:
+            snapshot = plan.initial_snapshot
+            click.echo(
+                f"  initial snapshot in primary-key order (after key "
+                f"{snapshot['after_key'] or 'none'}) of the rows stamped before "
+                f"{snapshot['bound']}, then incrementally"
+            )
     elif report.ok:
         click.secho(
             f"{report.table}: extracted {report.rows:,} rows in {report.files} file(s), "

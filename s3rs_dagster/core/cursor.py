@@ -11,6 +11,7 @@ lose precision beyond 2**53), an epoch column as a raw integer, a DATETIME as it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
@@ -19,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from s3rs_dagster.config import TableConfig
 from s3rs_dagster.core.schema import SourceColumn, SourceTable, quote_mysql
+from s3rs_dagster.core.state import Cursor
 
 INTEGER_TYPES = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
 TEMPORAL_TYPES = frozenset({"datetime", "timestamp", "date"})
@@ -132,6 +134,38 @@ def after(columns: tuple[SourceColumn, ...], texts: list[str]) -> tuple[str, lis
         return f"{name} > %s", [value]
     rest_sql, rest_params = after(columns[1:], texts[1:])
     return f"{name} >= %s AND ({name} > %s OR {rest_sql})", [value, value, *rest_params]
+
+
+def last_row_before(
+    spec: CursorSpec,
+    table_sql: str,
+    text: str,
+    rows: Callable[[str, list[object]], list[tuple[object, ...]]],
+    *,
+    lower: str | None = None,
+) -> Cursor | None:
+    """The cursor on the last row (in cursor order) whose timestamp is below `text` (and at or
+    after `lower`), or None when there is none: a run that resumes there takes every row
+    stamped at or after `text`, ties included. `rows` runs a query on the source (values as
+    text). One index lookup, read backwards."""
+    assert spec.timestamp is not None
+    column = quote_mysql(spec.timestamp.name)
+    names = ", ".join(quote_mysql(c.name) for c in spec.order_columns)
+    descending = ", ".join(f"{quote_mysql(c.name)} DESC" for c in spec.order_columns)
+    conditions = [f"{column} < %s"]
+    params = [parameter(spec.timestamp, text)]
+    if lower is not None:
+        conditions.append(f"{column} >= %s")
+        params.append(parameter(spec.timestamp, lower))
+    found = rows(
+        f"SELECT {names} FROM {table_sql} WHERE {' AND '.join(conditions)} "
+        f"ORDER BY {descending} LIMIT 1",
+        params,
+    )
+    if not found:
+        return None
+    texts = [cursor_text(c, v) for c, v in zip(spec.order_columns, found[0], strict=True)]  # type: ignore[arg-type]
+    return Cursor(timestamp=texts[0], key=texts[1:])
 
 
 def timestamp_text(moment: datetime, spec: CursorSpec, zone: tzinfo) -> str:

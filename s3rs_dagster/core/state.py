@@ -84,6 +84,29 @@ class FileEntry(_Doc):
     )
 
 
+class InitialSnapshot(_Doc):
+    """A hybrid table's first read, in primary-key order instead of cursor order.
+
+    It takes the rows whose cursor is below `bound` (the first run's upper bound) by ranges of
+    the key; `last_key` is the highest key committed so far, so a killed run resumes after it.
+    Rows at or above the bound, and rows updated while the snapshot runs, are taken by the
+    incremental extraction that starts when it finishes (`finished_at`), from the bound on.
+    Documents without this field have no snapshot in progress.
+    """
+
+    run_id: str
+    bound: str = Field(description="Rows with a cursor timestamp below this text are read.")
+    bound_at: Instant
+    started_at: Instant
+    last_key: str | None = Field(default=None, description="Highest key committed so far.")
+    rows: int = 0
+    finished_at: Instant | None = None
+
+    @property
+    def in_progress(self) -> bool:
+        return self.finished_at is None
+
+
 class MysqlState(_Doc):
     last_timestamp: Instant | None = None
     last_id: int | str | list[str] | None = None
@@ -99,6 +122,9 @@ class MysqlState(_Doc):
         default=None, description="full_sync: the snapshot being written (None when complete)."
     )
     last_complete_snapshot: str | None = None
+    initial_snapshot: InitialSnapshot | None = Field(
+        default=None, description="hybrid: the first read in primary-key order (see its class)."
+    )
 
 
 class RedshiftState(_Doc):

@@ -28,6 +28,7 @@ from s3rs_dagster.config import Config
 from s3rs_dagster.core import naming
 from s3rs_dagster.core.cursor import (
     cursor_text,
+    last_row_before,
     parameter,
     timestamp_instant,
     timestamp_text,
@@ -260,6 +261,8 @@ def set_watermark(
         state.cursor = cursor
         state.last_timestamp = None
         state.last_id = None
+        # A moved cursor is where extraction resumes: an initial snapshot in progress stops.
+        state.initial_snapshot = None
         if cursor is not None:
             if cursor.timestamp is not None:
                 state.last_timestamp = timestamp_instant(cursor.timestamp, probe.spec, probe.zone)
@@ -300,22 +303,13 @@ def cursor_at(
             f"extraction resumes after ({column}, {spec.keys[0].name}) = ({text}, {id_value})"
         )
         return Cursor(timestamp=text, key=[id_value])
-    order = spec.order_columns
-    names = ", ".join(f"`{c.name}`" for c in order)
-    descending = ", ".join(f"`{c.name}` DESC" for c in order)
-    rows = probe.rows(
-        f"SELECT {names} FROM {probe.table_sql} WHERE `{column}` < %s "
-        f"ORDER BY {descending} LIMIT 1",
-        [parameter(spec.timestamp, text)],
-    )
+    cursor = last_row_before(spec, probe.table_sql, text, probe.rows)
     notes.append(f"extraction resumes at the first row with {column} >= {text}")
-    if not rows:
+    if cursor is None:
         start = probe.table_config.start_date
         if start is not None and start > moment.date():
             notes.append(f"start_date {start} is later, so extraction begins at start_date")
-        return None
-    texts = [cursor_text(c, value) for c, value in zip(order, rows[0], strict=True)]
-    return Cursor(timestamp=texts[0], key=texts[1:])
+    return cursor
 
 
 def _check_id(probe: SourceProbe, id_value: str) -> None:

@@ -99,7 +99,8 @@ def build_config(
             "p": {
                 "source": "src",
                 "target": "wh",
-                **({"processing": processing} if processing else {}),
+                # Faults are injected after N files of cursor-order chunks.
+                "processing": {"initial_snapshot": "off", **(processing or {})},
                 "tables": {
                     (key if "." in key else f"{db.name}.{key}"): value
                     for key, value in tables.items()
