@@ -27,7 +27,6 @@ from s3rs_dagster.adapters.warehouse import WarehouseError
 from s3rs_dagster.config import Config
 from s3rs_dagster.core import naming
 from s3rs_dagster.core.cursor import (
-    cursor_text,
     last_row_before,
     parameter,
     timestamp_instant,
