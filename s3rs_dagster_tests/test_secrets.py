@@ -61,6 +61,10 @@ def orders_config(
     drop_schema(config, stack)
 
 
+@pytest.mark.reliability(
+    "known passwords and S3 keys in a good and a failing `s3rs sync` (wrong password)",
+    "no secret in CLI output, run logs, JSON summaries or any object written to storage",
+)
 def test_no_secret_in_cli_output_logs_or_stored_objects(
     orders_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -91,6 +95,10 @@ def test_no_secret_in_cli_output_logs_or_stored_objects(
             assert_clean(storage.get_bytes(info.key)[0].decode(errors="replace"), info.key)
 
 
+@pytest.mark.reliability(
+    "known passwords and S3 keys in a good and a failing Dagster materialisation",
+    "no secret in Dagster's event log, metadata or error messages",
+)
 def test_no_secret_in_dagster_events_and_metadata(
     orders_config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -631,6 +631,10 @@ def test_tunnel_dropped_between_chunks_is_reopened(
     )
 
 
+@pytest.mark.reliability(
+    "three tables through one bastion with processing.strategy: parallel, max_parallel_tables 2",
+    "one SSH tunnel is shared by all; at most 2 tables run at once; every table completes",
+)
 def test_parallel_tables_share_one_tunnel_and_respect_the_limit(
     source_db: SourceDb, make_config: MakeConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
