@@ -439,12 +439,13 @@ def test_kill_9_of_the_whole_sync_at_random_points(
     config = build_config(stack, orders, tmp_path, {"orders": HYBRID})
     cleanup.append(config)
     upsert(orders, range(41, 400), BASE_TIME, "bulk")
-    command = cli_command(tmp_path, "sync", "-p", "p", "--limit", "15", "--max-chunks", "1000")
+    # Two rows per chunk: every run has many commit points, so most kills land mid-run.
+    command = cli_command(tmp_path, "sync", "-p", "p", "--limit", "2", "--max-chunks", "1000")
     rng = random.Random(20261126)
     kills = 0
     for run in range(12):
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(1.0, 4.0))
+        time.sleep(rng.uniform(1.0, 3.0))
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
             kills += 1
