@@ -9,4 +9,23 @@ import os
 # so it is set before anything here imports pyarrow; the reader's child process inherits it.
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
+
+def _return_large_blocks_to_the_system() -> None:
+    """Fix glibc's mmap threshold at its initial 128 KiB. By default it rises to the size of
+    any large block freed (up to 32 MiB), after which Arrow's buffers and the reader's
+    messages come from the heap, whose freed holes the kernel never gets back: an extraction
+    of 2M rows held ~400 MB instead of ~220 MB. Setting it turns that adjustment off."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    libc = ctypes.CDLL(name)
+    if hasattr(libc, "mallopt"):  # glibc; musl and others have no such tuning
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+
+
+_return_large_blocks_to_the_system()
+
 __version__ = "0.1.0"

@@ -442,8 +442,8 @@ class ProcessingConfig(_Model):
         ge=1,
         le=100_000_000,
         description=(
-            "Initial snapshot: rows read between two commits (a killed run resumes from the "
-            "last one). Rows wait on local disk until then, not in memory."
+            "Initial snapshot: at most this many rows read between two commits (a killed "
+            "run resumes from the last one); fewer when they would exceed ~48 MB in memory."
         ),
     )
 

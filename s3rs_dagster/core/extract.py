@@ -71,7 +71,6 @@ from s3rs_dagster.core.schema import (
     quote_mysql,
     reflect_table,
 )
-from s3rs_dagster.core.spool import WindowSpool
 from s3rs_dagster.core.state import (
     Cursor,
     FileEntry,
@@ -93,8 +92,12 @@ process peaked at ~125 MB with 65,536 rows, ~100 MB with 16,384, ~90 MB with 8,1
 no slower)."""
 ROW_GROUP_ROWS = 131_072
 """Rows per Parquet row group of an initial snapshot's files (bounds the memory of writing)."""
-_SPOOL_TS, _SPOOL_KEY = "__s3rs_cursor_ts", "__s3rs_cursor_key"
-"""Columns carrying each spooled row's cursor texts, dropped when its Parquet is written."""
+FIRST_QUERY_ROWS = 65_536
+"""Rows an initial snapshot asks for first, before the width of a row is known."""
+CHECKPOINT_BYTES = 48 * 2**20
+"""Arrow bytes an initial snapshot's checkpoint holds in memory (see _Checkpoint)."""
+_CURSOR_TS, _CURSOR_KEY = "__s3rs_cursor_ts", "__s3rs_cursor_key"
+"""Columns carrying each checkpoint row's cursor texts, dropped when its Parquet is written."""
 MANIFEST_EVERY = 100
 """Committed files kept in the watermark before they move into an immutable manifest."""
 CONNECTION_RETRIES = 3
@@ -287,6 +290,10 @@ class _Run:
     window_cursor: Cursor | None = field(init=False, default=None)
     arrow_reader: bool = field(init=False, default=False)
     unsaved: bool = field(init=False, default=False)
+    scratch: Path = field(init=False)
+    """The run's temporary folder, for files on their way to storage."""
+    row_bytes: int | None = field(init=False, default=None)
+    """Arrow bytes per row measured by the initial snapshot's last read (sizes its queries)."""
     uploads: ThreadPoolExecutor = field(
         init=False, default_factory=lambda: ThreadPoolExecutor(UPLOAD_THREADS)
     )
@@ -310,6 +317,7 @@ class _Run:
             )
         )
         with lease as held, ExitStack() as stack:
+            self.scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="s3rs-")))
             stack.callback(self.uploads.shutdown)
             self.lease = held if isinstance(held, Lease) else None
             self.watermark, self.etag = self.store.load()
@@ -542,9 +550,7 @@ class _Run:
                     writing = checkpoint
                     self._start_writes(checkpoint)
                     after = checkpoint.last_key
-                else:
-                    checkpoint.spool.cleanup()
-                if checkpoint.rows < size:
+                if checkpoint.reached_end:
                     break
             if writing is not None:
                 self._commit_checkpoint(writing, snapshot)
@@ -596,62 +602,73 @@ class _Run:
     def _read_checkpoint(
         self, connection: SourceConnection, snapshot: InitialSnapshot, after: str | None, size: int
     ) -> _Checkpoint:
-        """Read up to `size` rows after key `after` into a spool, by partition window."""
-        query = self._snapshot_query(snapshot, after, size)
+        """Read up to `size` rows after key `after` into memory, as they arrive, and fewer if
+        they would exceed CHECKPOINT_BYTES: until a row's width is known the first query asks
+        for FIRST_QUERY_ROWS, and the next ones for what fits in the bytes left."""
         width = len(self.plan.columns)
-        spool = WindowSpool(
-            self.plan.arrow_schema.append(pa.field(_SPOOL_TS, pa.string())).append(
-                pa.field(_SPOOL_KEY, pa.string())
-            )
-        )
-        try:
-            rows, last_key = 0, after
+        checkpoint = _Checkpoint(after)
+        while checkpoint.rows < size:
+            wanted = size - checkpoint.rows
+            if self.row_bytes is None:
+                wanted = min(wanted, FIRST_QUERY_ROWS)
+            else:
+                wanted = min(wanted, (CHECKPOINT_BYTES - checkpoint.nbytes) // self.row_bytes)
+                if wanted <= 0 and checkpoint.rows:
+                    break
+                wanted = max(wanted, 1)
+            query = self._snapshot_query(snapshot, checkpoint.last_key, wanted)
+            before = checkpoint.rows
             for batch, zero_dates, cursors in self._batches(connection, query, width):
                 for column, count in zero_dates.items():
                     self.report.zero_dates[column] = self.report.zero_dates.get(column, 0) + count
-                texts = [column.cast(pa.string()) for column in cursors.columns]
-                full = pa.RecordBatch.from_arrays([*batch.columns, *texts], schema=spool.schema)
-                self._spool_by_window(spool, full)
-                rows += batch.num_rows
-                last_key = texts[1][-1].as_py()
-            return _Checkpoint(spool, spool.finish(), str(last_key), rows)
-        except BaseException:
-            spool.cleanup()
-            raise
-
-    def _spool_by_window(self, spool: WindowSpool, batch: pa.RecordBatch) -> None:
-        granularity = self.table_config.partitioning or "none"
-        if granularity == "none":
-            spool.add(self.run_partition, batch)
-            return
-        assert self.spec.timestamp is not None
-        column = batch.column(self.plan.column_mapping[self.spec.timestamp.name])
-        buckets = _partition_buckets(column, granularity, self.spec)
-        order = pc.sort_indices(pc.fill_null(buckets.cast(pa.int64()), _NULL_BUCKET))
-        grouped = batch.take(order)
-        for start, end, label in _window_runs(buckets.take(order), granularity):
-            spool.add(label, grouped.slice(start, end - start))
+                checkpoint.add(batch, cursors.columns)
+            if checkpoint.rows:
+                self.row_bytes = max(1, -(-checkpoint.nbytes // checkpoint.rows))
+            if checkpoint.rows - before < wanted:
+                checkpoint.reached_end = True
+                break
+        return checkpoint
 
     def _start_writes(self, checkpoint: _Checkpoint) -> None:
-        """Write and upload every window's file of a read checkpoint, in parallel threads."""
-        checkpoint.writes = [
-            (
-                label,
-                self.uploads.submit(
-                    self._write_window, checkpoint.spool, label, self._next_key(label)
-                ),
-            )
-            for label in checkpoint.windows
-        ]
+        """Sort a read checkpoint by window in a thread, which then starts one file per window
+        (written and uploaded in parallel threads) while the next checkpoint is read."""
+        checkpoint.writes = self.uploads.submit(self._split_checkpoint, checkpoint)
+
+    def _split_checkpoint(
+        self, checkpoint: _Checkpoint
+    ) -> list[tuple[str, int, Future[tuple[str, ObjectInfo, Cursor, Cursor]]]]:
+        """One write per window of the checkpoint's rows: a stable sort by window keeps each
+        window's rows in key order; one `take` of the whole checkpoint (its read batches are
+        released then) and each window is a slice of it."""
+        schema, columns = checkpoint.release_columns()
+        granularity = self.table_config.partitioning or "none"
+        if granularity == "none":
+            runs = [(0, checkpoint.rows, self.run_partition)]
+        else:
+            assert self.spec.timestamp is not None
+            stamps = columns[
+                schema.get_field_index(self.plan.column_mapping[self.spec.timestamp.name])
+            ]
+            buckets = _partition_buckets(stamps.combine_chunks(), granularity, self.spec)
+            del stamps
+            order = pc.sort_indices(pc.fill_null(buckets.cast(pa.int64()), _NULL_BUCKET))
+            runs = list(_window_runs(buckets.take(order), granularity))
+            _take_in_place(columns, order)
+        table = pa.Table.from_arrays(columns, schema=schema)
+        del columns
+        writes = []
+        for start, end, label in runs:
+            rows = table.slice(start, end - start)
+            key = self._next_key(label)
+            writes.append((label, end - start, self.uploads.submit(self._write_window, rows, key)))
+        return writes
 
     def _commit_checkpoint(self, checkpoint: _Checkpoint, snapshot: InitialSnapshot) -> None:
         """Once every file of the checkpoint is uploaded, list them all and move the snapshot
         past its last key in one conditional write: the checkpoint's commit point. A run
         killed before it leaves its files listed nowhere; the next run reads those keys
         again."""
-        written = checkpoint.results()
-        for label, (key, info, cursor_min, cursor_max) in written:
-            rows = checkpoint.windows[label]
+        for label, rows, (key, info, cursor_min, cursor_max) in checkpoint.results():
             self._list_file(key, info, label, rows, cursor_min, cursor_max, False)
         snapshot.last_key = checkpoint.last_key
         snapshot.rows += checkpoint.rows
@@ -661,40 +678,25 @@ class _Run:
             self._save()
         self._report_progress()
 
-    def _write_window(
-        self, spool: WindowSpool, label: str, key: str
-    ) -> tuple[str, ObjectInfo, Cursor, Cursor]:
-        """One window's spooled rows as a Parquet file, uploaded under `key`; with the
-        lowest and highest cursor among its rows (they arrived in key order)."""
+    def _write_window(self, rows: pa.Table, key: str) -> tuple[str, ObjectInfo, Cursor, Cursor]:
+        """One window's rows as a Parquet file, uploaded under `key`; with the lowest and
+        highest cursor among them."""
         spec = self.spec
         assert spec.timestamp is not None
         ts = self.plan.column_mapping[spec.timestamp.name]
         key_column = self.plan.column_mapping[spec.keys[0].name]
-        path = spool.folder / f"{label}.parquet"
-        lowest: tuple[tuple[Any, Any], Cursor] | None = None
-        highest: tuple[tuple[Any, Any], Cursor] | None = None
+        lowest = _extreme_cursor(rows, ts, key_column, "min")
+        highest = _extreme_cursor(rows, ts, key_column, "max")
+        path = self.scratch / key.rsplit("_", 1)[-1]  # the file's number in the run
         try:
             with self.parquet_writer(path) as writer:
-                group: list[pa.RecordBatch] = []
-                for batch in spool.read(label):
-                    low = _extreme_cursor(batch, ts, key_column, "min")
-                    high = _extreme_cursor(batch, ts, key_column, "max")
-                    if lowest is None or low[0] < lowest[0]:
-                        lowest = low
-                    if highest is None or high[0] > highest[0]:
-                        highest = high
-                    group.append(batch.drop_columns([_SPOOL_TS, _SPOOL_KEY]))
-                    if sum(b.num_rows for b in group) >= ROW_GROUP_ROWS:
-                        writer.write_table(pa.Table.from_batches(group))
-                        group = []
-                if group:
-                    writer.write_table(pa.Table.from_batches(group))
-            spool.remove(label)
+                writer.write_table(
+                    rows.drop_columns([_CURSOR_TS, _CURSOR_KEY]), row_group_size=ROW_GROUP_ROWS
+                )
             info = self.storage.put_file(path, key)
         finally:
             path.unlink(missing_ok=True)
-        assert lowest is not None and highest is not None
-        return key, info, lowest[1], highest[1]
+        return key, info, lowest, highest
 
     def _finish_snapshot(self, connection: SourceConnection, snapshot: InitialSnapshot) -> None:
         """Hand over to the incremental lane: the cursor goes on the last row stamped below
@@ -1174,31 +1176,66 @@ class _Run:
 
 @dataclass
 class _Checkpoint:
-    """An initial snapshot's rows read since the last commit, spooled by window, and the
-    files being written from them."""
+    """An initial snapshot's rows read since the last commit, held in memory as they arrived
+    (each batch with its rows' cursor texts), and the writes of its files.
 
-    spool: WindowSpool
-    windows: dict[str, int]
-    """Rows per window label, in the order first seen."""
-    last_key: str
-    rows: int
-    writes: list[tuple[str, Future[tuple[str, ObjectInfo, Cursor, Cursor]]]] = field(
-        default_factory=list
+    Memory is what bounds a checkpoint besides `snapshot_checkpoint_rows`: it holds about
+    CHECKPOINT_BYTES (see _Run._read_checkpoint), so wide rows make smaller checkpoints and
+    memory stays flat however big the table is. Two are held at most: one being written
+    while the next is read."""
+
+    last_key: str | None
+    batches: list[pa.RecordBatch] = field(default_factory=list)
+    rows: int = 0
+    nbytes: int = 0
+    reached_end: bool = False
+    """True when the snapshot has no rows after this checkpoint's."""
+    writes: Future[list[tuple[str, int, Future[tuple[str, ObjectInfo, Cursor, Cursor]]]]] | None = (
+        None
     )
 
-    def results(self) -> list[tuple[str, tuple[str, ObjectInfo, Cursor, Cursor]]]:
-        """Each window's (key, info, lowest cursor, highest cursor), once all are uploaded;
-        the spool is removed either way."""
+    def add(self, batch: pa.RecordBatch, cursors: Sequence[pa.Array]) -> None:
+        timestamps, keys = cursors
+        schema = batch.schema.append(pa.field(_CURSOR_TS, timestamps.type)).append(
+            pa.field(_CURSOR_KEY, keys.type)
+        )
+        # Copied: the reader's columns are views of the whole message they came in, which
+        # holds every column's raw text too.
+        columns = [pa.concat_arrays([column]) for column in [*batch.columns, timestamps, keys]]
+        full = pa.RecordBatch.from_arrays(columns, schema=schema)
+        self.batches.append(full)
+        self.rows += full.num_rows
+        self.nbytes += full.nbytes
+        self.last_key = str(keys[-1].as_py())
+
+    def release_columns(self) -> tuple[pa.Schema, list[pa.ChunkedArray]]:
+        """The rows as chunked columns; the checkpoint lets go of its batches (each column
+        then owns its buffers alone, as `add` copied them)."""
+        schema = self.batches[0].schema
+        columns = [
+            pa.chunked_array([batch.column(index) for batch in self.batches], field.type)
+            for index, field in enumerate(schema)
+        ]
+        self.batches = []
+        return schema, columns
+
+    def results(self) -> list[tuple[str, int, tuple[str, ObjectInfo, Cursor, Cursor]]]:
+        """Each window's (label, rows, (key, info, lowest cursor, highest cursor)), once all
+        are uploaded; the rows are released either way."""
         try:
-            return [(label, future.result()) for label, future in self.writes]
+            assert self.writes is not None
+            return [(label, rows, future.result()) for label, rows, future in self.writes.result()]
         finally:
             self.discard()
 
     def discard(self) -> None:
-        for _, future in self.writes:  # let every write end before its spool goes
+        """Let every write end (a failing run's error is reported already), then release."""
+        if self.writes is not None:
             with suppress(BaseException):
-                future.result()
-        self.spool.cleanup()
+                for _, _, future in self.writes.result():
+                    with suppress(BaseException):
+                        future.result()
+        self.batches = []
 
 
 @dataclass(frozen=True)
@@ -1339,21 +1376,27 @@ _UNITS = {"daily": "day", "hourly": "hour", "monthly": "month"}
 _NULL_BUCKET = -(2**63)
 
 
-def _extreme_cursor(
-    batch: pa.RecordBatch, ts: str, key: str, pick: str
-) -> tuple[tuple[Any, Any], Cursor]:
-    """The lowest ('min') or highest ('max') (timestamp, key) of a spooled batch: its typed
-    values, to compare, and its cursor texts (as MySQL printed them)."""
-    stamps, keys = batch.column(ts), batch.column(key)
+def _extreme_cursor(rows: pa.Table, ts: str, key: str, pick: str) -> Cursor:
+    """The lowest ('min') or highest ('max') (timestamp, key) among a window's rows, as the
+    cursor texts MySQL printed for it."""
+    stamps, keys = rows.column(ts), rows.column(key)
     stamp = pc.min_max(stamps)[pick]
     same = pc.equal(stamps, stamp)
     value = pc.min_max(pc.filter(keys, same))[pick]
     index = pc.indices_nonzero(pc.and_(same, pc.equal(keys, value)))[0].as_py()
-    cursor = Cursor(
-        timestamp=batch.column(_SPOOL_TS)[index].as_py(),
-        key=[batch.column(_SPOOL_KEY)[index].as_py()],
+    return Cursor(
+        timestamp=rows.column(_CURSOR_TS)[index].as_py(),
+        key=[str(rows.column(_CURSOR_KEY)[index].as_py())],
     )
-    return (stamp.as_py(), value.as_py()), cursor
+
+
+def _take_in_place(columns: list[pa.ChunkedArray], order: pa.Array) -> None:
+    """Replace each column by `column.take(order)`, one at a time: the old column is released
+    as soon as its copy exists (when nothing else holds it), so sorting a checkpoint costs one
+    column of extra memory, not a second copy of it."""
+    for index, column in enumerate(columns):
+        columns[index] = column.take(order)
+        del column
 
 
 def _window_runs(buckets: pa.Array, granularity: str) -> Iterator[tuple[int, int, str]]:

@@ -3,6 +3,7 @@ nothing lost, nothing loaded twice, files in their windows, resumable at every c
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -15,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from s3rs_dagster.adapters.storage import S3Storage, StorageError, open_storage
 from s3rs_dagster.adapters.tunnel import TUNNELS
 from s3rs_dagster.config import Config
+from s3rs_dagster.core import extract as extract_module
 from s3rs_dagster.core.extract import extract_table
 from s3rs_dagster.core.load import load_table
-from s3rs_dagster.core.spool import MAX_OPEN_FILES, WindowSpool
 from s3rs_dagster.core.state import WatermarkStore
 from s3rs_dagster_tests.conftest import Stack
 from s3rs_dagster_tests.core.conftest import (
@@ -283,23 +285,49 @@ def test_tables_without_a_one_column_integer_key_are_read_in_cursor_order(
     assert snapshot_state(config, f"{source_db.name}.orders")["initial_snapshot"] is None
 
 
-def test_spool_keeps_windows_apart_past_its_open_file_cap() -> None:
-    schema = pa.schema([("window", pa.int64()), ("n", pa.int64())])
-    spool = WindowSpool(schema)
-    try:
-        windows = MAX_OPEN_FILES + 5
-        for round_number in range(3):
-            for window in range(windows):
-                batch = pa.record_batch([[window], [round_number]], schema=schema)
-                spool.add(str(window), batch)
-        counts = spool.finish()
-        assert counts == {str(w): 3 for w in range(windows)}
-        for window in (0, MAX_OPEN_FILES, windows - 1):
-            rows = pa.Table.from_batches(list(spool.read(str(window)))).to_pylist()
-            assert rows == [{"window": window, "n": n} for n in range(3)]
-    finally:
-        spool.cleanup()
-    assert not spool.folder.exists()
+def test_checkpoints_are_sized_by_memory_and_each_file_holds_one_window_in_key_order(
+    source_db: SourceDb, make_config: MakeConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints hold about CHECKPOINT_BYTES of rows, however many rows the setting allows;
+    each file is one window's rows in key order, with that window's exact cursor extremes."""
+    source_db.execute(ORDERS_DDL)
+    seed(source_db)
+    monkeypatch.setattr(extract_module, "FIRST_QUERY_ROWS", 20)
+    monkeypatch.setattr(extract_module, "CHECKPOINT_BYTES", 4_000)
+    config = make_config({"orders": {**HYBRID, "partitioning": "hourly"}})
+    table = f"{source_db.name}.orders"
+    committed: list[int] = []
+    report = extract_table(
+        config, "p", "orders", progress=lambda progress: committed.append(progress.rows)
+    )
+    assert report.status == "success", report.error
+    sizes = [later - earlier for earlier, later in zip([0, *committed], committed, strict=False)]
+    assert len(sizes) >= 4, f"300 rows in checkpoints of ~4 KB, not one of 1,000,000: {sizes}"
+    assert all(20 < size <= 80 for size in sizes[:-1]), f"~4 KB of rows each: {sizes}"
+    storage = open_storage(config.storage)
+    entries = committed_files(storage, "p", table)
+    by_id: dict[int, datetime | None] = {}
+    for entry in entries:
+        rows = pq.read_table(io.BytesIO(storage.get_bytes(entry["key"])[0])).to_pylist()
+        ids = [row["id"] for row in rows]
+        assert ids == sorted(ids), "a window's rows in key order"
+        by_id.update({row["id"]: row["updated_at"] for row in rows})
+        if entry["partition"] == "none":
+            assert {row["updated_at"] for row in rows} == {None}, "the NULL-cursor lane's file"
+            continue
+        stamps = {row["updated_at"].strftime("%Y-%m-%d-%H:00") for row in rows}
+        assert stamps == {entry["partition"]}, "one window per file"
+        low = min((row["updated_at"], row["id"]) for row in rows)
+        high = max((row["updated_at"], row["id"]) for row in rows)
+        assert entry["cursor_min"] == {
+            "timestamp": f"{low[0]:%Y-%m-%d %H:%M:%S.%f}",
+            "key": [str(low[1])],
+        }
+        assert entry["cursor_max"] == {
+            "timestamp": f"{high[0]:%Y-%m-%d %H:%M:%S.%f}",
+            "key": [str(high[1])],
+        }
+    assert len(by_id) == 305 and sum(entry["rows"] for entry in entries) == 305
 
 
 @pytest.mark.parametrize(
