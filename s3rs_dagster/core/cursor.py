@@ -19,10 +19,9 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from s3rs_dagster.config import TableConfig
-from s3rs_dagster.core.schema import SourceColumn, SourceTable, quote_mysql
+from s3rs_dagster.core.schema import INTEGER_TYPES, SourceColumn, SourceTable, quote_mysql
 from s3rs_dagster.core.state import Cursor
 
-INTEGER_TYPES = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
 TEMPORAL_TYPES = frozenset({"datetime", "timestamp", "date"})
 EPOCH_FACTORS = {"seconds": 1, "milliseconds": 1_000, "microseconds": 1_000_000}
 

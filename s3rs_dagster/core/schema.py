@@ -360,6 +360,9 @@ bytes. Every other type is selected as its text (`CAST(... AS CHAR)`), exactly w
 protocol prints, and converted by `ColumnPlan.convert` as on the PyMySQL path."""
 
 
+INTEGER_TYPES = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
+
+
 def _is_native(column: ColumnPlan) -> bool:
     source, arrow = column.source, column.arrow_type
     if source.is_json or source.data_type not in _NATIVE_TYPES:
@@ -423,6 +426,24 @@ class TablePlan:
             # in ORDER BY, and order the rows by its text.
             parts.append(f"{expression} AS `c{index}`")
         return ", ".join(parts)
+
+    def arrow_text_source(self, name: str) -> tuple[int, bool] | None:
+        """Where a row read with `arrow_select_list` already holds `CAST(name AS CHAR)`: the
+        column's position, and whether its values need a cast to text first (integers, whose
+        decimal digits are that text). None when only selecting the CAST gives it exactly
+        (a computed select expression, or ZEROFILL, which pads the text with zeros)."""
+        for index, column in enumerate(self.columns):
+            if column.source.name != name:
+                continue
+            if column.select_sql != quote_mysql(name):
+                return None
+            if not _is_native(column):
+                return index, False
+            integer = column.source.data_type in INTEGER_TYPES
+            if integer and "zerofill" not in column.source.column_type.lower():
+                return index, True
+            return None
+        return None
 
     @property
     def arrow_reader_supported(self) -> bool:

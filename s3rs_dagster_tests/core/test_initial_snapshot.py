@@ -403,3 +403,32 @@ def test_bastion_link_dropped_during_a_snapshot_is_reopened_and_the_checkpoint_r
     table = f"{source_db.name}.orders"
     assert versions(read_committed(config, table)) == source_versions(source_db)
     assert snapshot_state(config, table)["total_rows"] == 125
+
+
+@pytest.mark.parametrize(
+    ("key_type", "stamp_type"),
+    [("BIGINT", "DATETIME(6)"), ("INT(6) UNSIGNED ZEROFILL", "DATETIME(3)"), ("INT", "DATE")],
+    ids=["derived-from-the-row", "zerofill-key-selected", "date-cursor"],
+)
+def test_file_cursors_are_the_texts_mysql_prints(
+    source_db: SourceDb, make_config: MakeConfig, key_type: str, stamp_type: str
+) -> None:
+    """Whether the reader takes the cursor's texts from the row or selects them (ZEROFILL
+    pads the key's text), each file's lowest and highest cursor are MySQL's own texts."""
+    source_db.execute(
+        f"CREATE TABLE orders (id {key_type} PRIMARY KEY, updated_at {stamp_type} NULL, "
+        "KEY by_updated (updated_at, id))"
+    )
+    source_db.executemany(
+        "INSERT INTO orders VALUES (%s, %s)",
+        [(i, BASE_TIME + timedelta(hours=5 * i, microseconds=1234 * i)) for i in range(1, 41)],
+    )
+    config = make_config({"orders": HYBRID}, processing={"snapshot_checkpoint_rows": 15})
+    report = extract_table(config, "p", "orders")
+    assert report.status == "success", report.error
+    texts = dict(source_db.execute("SELECT CAST(id AS CHAR), CAST(updated_at AS CHAR) FROM orders"))
+    entries = committed_files(open_storage(config.storage), "p", f"{source_db.name}.orders")
+    assert len(entries) > 3
+    for entry in entries:
+        for cursor in (entry["cursor_min"], entry["cursor_max"]):
+            assert cursor["timestamp"] == texts[cursor["key"][0]], cursor
