@@ -65,6 +65,7 @@ from s3rs_dagster.core.manifests import committed_files, write_manifest
 from s3rs_dagster.core.schema import (
     IDENTIFIER_BYTES,
     SchemaError,
+    SourceColumn,
     SourceTable,
     TablePlan,
     plan_table,
@@ -572,13 +573,8 @@ class _Run:
         conditions, params = self._snapshot_where(snapshot, after)
         texts = None
         if self.arrow_reader:
-            columns, cursor_select = self.plan.arrow_select_list, f", CAST({ts} AS CHAR)"
-            cursor_select += f", CAST({key} AS CHAR)"
-            sources = [self.plan.arrow_text_source(c.name) for c in (spec.timestamp, spec.keys[0])]
-            if None not in sources:
-                # The row holds both texts already: selecting them again costs the server and
-                # the reader about a third of their time.
-                texts, cursor_select = tuple(s for s in sources if s is not None), ""
+            columns = self.plan.arrow_select_list
+            cursor_select, texts = self._arrow_cursor((spec.timestamp, spec.keys[0]))
         else:
             columns, cursor_select = self.plan.select_list, f", {ts}, {key}"
         sql = (
@@ -819,12 +815,10 @@ class _Run:
             if boundary is not None:
                 conditions = [*conditions, f"{ts} <= %s"]
                 params = [*params, boundary]
+        texts = None
         if self.arrow_reader:
-            # Cursor values as text, exactly as the text protocol prints them.
             columns = self.plan.arrow_select_list
-            cursor_select = "".join(
-                f", CAST({quote_mysql(column.name)} AS CHAR)" for column in order
-            )
+            cursor_select, texts = self._arrow_cursor(order)
         else:
             columns = self.plan.select_list
             cursor_select = "".join(f", {quote_mysql(column.name)}" for column in order)
@@ -833,7 +827,20 @@ class _Run:
             sql += f" ORDER BY {', '.join(quote_mysql(column.name) for column in order)}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return _Query(sql, params, len(order), limit, reaches_end)
+        return _Query(sql, params, len(order), limit, reaches_end, cursor_texts=texts)
+
+    def _arrow_cursor(
+        self, columns: Sequence[SourceColumn]
+    ) -> tuple[str, tuple[tuple[int, bool], ...] | None]:
+        """For the Arrow reader: the SELECT suffix giving the cursor's values as text, exactly
+        as the text protocol prints them, or none when the row holds those texts already
+        (selecting them again costs the server and the reader about a third of their time),
+        with where it holds them."""
+        sources = [self.plan.arrow_text_source(column.name) for column in columns]
+        found = tuple(source for source in sources if source is not None)
+        if len(found) == len(columns):
+            return "", found
+        return "".join(f", CAST({quote_mysql(column.name)} AS CHAR)" for column in columns), None
 
     def _table_sql(self) -> str:
         return f"{quote_mysql(self.plan.source.schema)}.{quote_mysql(self.plan.source.name)}"
