@@ -615,8 +615,8 @@ class _Run:
                 wanted = min(wanted, FIRST_QUERY_ROWS)
             else:
                 wanted = min(wanted, (CHECKPOINT_BYTES - checkpoint.nbytes) // self.row_bytes)
-                if wanted <= 0 and checkpoint.rows:
-                    break
+                if checkpoint.rows and wanted < checkpoint.rows // 8:
+                    break  # nearly full: another query would cost more than it brings
                 wanted = max(wanted, 1)
             query = self._snapshot_query(snapshot, checkpoint.last_key, wanted)
             before = checkpoint.rows
