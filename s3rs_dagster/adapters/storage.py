@@ -225,6 +225,7 @@ class S3Storage(Storage):
         self._root = f"{prefix}/" if prefix else ""
         self._config = config
         self._max_attempts = max_attempts
+        self._filesystem: pafs.S3FileSystem | None = None
         core = botocore.session.get_session()
         core.get_component("response_parser_factory").set_parser_defaults(
             timestamp_parser=_timestamp
@@ -389,8 +390,16 @@ class S3Storage(Storage):
         return len(unique)
 
     def filesystem(self) -> tuple[pafs.FileSystem, str]:
+        """One pyarrow S3FileSystem per storage (thread-safe), made on first use: a load reads a
+        schema and then copies every file, and a second filesystem would open its connections
+        anew."""
+        if self._filesystem is None:
+            self._filesystem = self._new_filesystem()
+        return self._filesystem, f"{self.bucket}/{self._root}".rstrip("/")
+
+    def _new_filesystem(self) -> pafs.S3FileSystem:
         endpoint = urlparse(self._config.endpoint_url) if self._config.endpoint_url else None
-        fs = pafs.S3FileSystem(
+        return pafs.S3FileSystem(
             access_key=self._config.access_key_id,
             secret_key=self._secret(),
             region=self.region,
@@ -401,7 +410,6 @@ class S3Storage(Storage):
             request_timeout=READ_TIMEOUT_SECONDS,
             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=self._max_attempts),
         )
-        return fs, f"{self.bucket}/{self._root}".rstrip("/")
 
     @contextmanager
     def _errors(self, action: str, uri: str) -> Iterator[None]:

@@ -45,7 +45,7 @@ from s3rs_dagster.core import naming
 from s3rs_dagster.core.cursor import EPOCH_FACTORS, CursorError, CursorSpec, partition_window
 from s3rs_dagster.core.ddl import AddColumn, SchemaChangeError, plan_changes, wider
 from s3rs_dagster.core.lease import Lease, LeaseHeld, LeaseLost
-from s3rs_dagster.core.manifests import committed_files, write_manifest
+from s3rs_dagster.core.manifests import committed_files_and_objects, write_manifest
 from s3rs_dagster.core.schema import schema_fingerprint, warehouse_type
 from s3rs_dagster.core.state import (
     FileEntry,
@@ -219,11 +219,9 @@ class _Load:
             self.table, self.table_config, self.config.target_for(self.pipeline).type
         )
         self.report.write_mode = self._write_mode(watermark)
-        candidates = committed_files(self.storage, self.pipeline, self.table, watermark)
-        listing = {
-            info.key: info
-            for info in self.storage.list(naming.table_prefix(self.pipeline, self.table))
-        }
+        candidates, listing = committed_files_and_objects(
+            self.storage, self.pipeline, self.table, watermark
+        )
         with self.warehouse.connect(read_only=dry_run) as session:
             loaded = self._ledger(session, create=not dry_run)
             landed = [entry for entry in self.in_flight if entry.key in loaded]

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from s3rs_dagster.adapters.storage import Storage, StorageError
+from s3rs_dagster.adapters.storage import ObjectInfo, Storage, StorageError
 from s3rs_dagster.core import naming
 from s3rs_dagster.core.state import FileEntry, StateError, Watermark, utc_now
 
@@ -55,11 +55,38 @@ def committed_files(
     storage: Storage, pipeline: str, table: str, watermark: Watermark
 ) -> list[FileEntry]:
     """Every committed file of a table, oldest first, each once."""
-    keys = [
+    return _committed(storage, _manifest_keys(storage, pipeline, table), watermark)
+
+
+def committed_files_and_objects(
+    storage: Storage, pipeline: str, table: str, watermark: Watermark
+) -> tuple[list[FileEntry], dict[str, ObjectInfo]]:
+    """committed_files, and every object under the table's prefix by key.
+
+    The prefix is listed while the manifests are read (both mostly wait on the store: 10,000
+    objects are ten listing requests in a row), but only once the manifests are listed: a data
+    file is uploaded before any manifest or watermark names it, so every file committed by a
+    manifest listed here is in the listing too, even while an extraction commits more.
+    """
+    keys = _manifest_keys(storage, pipeline, table)
+    with ThreadPoolExecutor(1, thread_name_prefix="s3rs-listing") as pool:
+        listing = pool.submit(
+            lambda: {info.key: info for info in storage.list(naming.table_prefix(pipeline, table))}
+        )
+        files = _committed(storage, keys, watermark)
+        return files, listing.result()
+
+
+def _manifest_keys(storage: Storage, pipeline: str, table: str) -> list[str]:
+    return [
         info.key
         for info in storage.list(naming.manifests_prefix(pipeline, table))
         if info.key.endswith(".json")
     ]
+
+
+def _committed(storage: Storage, keys: list[str], watermark: Watermark) -> list[FileEntry]:
+    """The files the manifests `keys` and the watermark's pending list name, oldest first."""
     entries: dict[str, FileEntry] = {}
     with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="s3rs-manifests") as pool:
         for manifest in pool.map(lambda key: _read(storage, key), keys):

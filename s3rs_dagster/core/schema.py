@@ -45,13 +45,14 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import sqlalchemy as sa
 
 from s3rs_dagster.config import did_you_mean
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 JsonAs = Literal["varchar", "super"]
 
@@ -155,25 +156,34 @@ def quote_mysql(identifier: str) -> str:
     return "`" + identifier.replace("`", "``") + "`"
 
 
-_COLUMNS_SQL = sa.text(
+_COLUMNS_SQL = (
     "SELECT COLUMN_NAME, ORDINAL_POSITION, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE,"
     " NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_MAXIMUM_LENGTH"
     " FROM information_schema.COLUMNS"
     " WHERE TABLE_SCHEMA = :schema AND TABLE_NAME = :table ORDER BY ORDINAL_POSITION"
 )
-_PRIMARY_KEY_SQL = sa.text(
+_PRIMARY_KEY_SQL = (
     "SELECT COLUMN_NAME FROM information_schema.STATISTICS"
     " WHERE TABLE_SCHEMA = :schema AND TABLE_NAME = :table AND INDEX_NAME = 'PRIMARY'"
     " ORDER BY SEQ_IN_INDEX"
 )
-_CHECKS_SQL = sa.text(
+_CHECKS_SQL = (
     "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS"
     " WHERE CONSTRAINT_SCHEMA = :schema AND TABLE_NAME = :table"
 )
-_SCHEMAS_SQL = sa.text("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")
-_TABLES_SQL = sa.text(
-    "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = :schema"
-)
+_SCHEMAS_SQL = "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA"
+_TABLES_SQL = "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = :schema"
+
+
+def _execute(
+    connection: sa.engine.Connection, sql: str, params: dict[str, Any] | None = None
+) -> sa.CursorResult[Any]:
+    """Run one of the reflection queries. sqlalchemy is imported here, on the first reflection,
+    not with this module: a load plans nothing from a source, and importing sqlalchemy costs
+    ~0.1 s of its start-up."""
+    from sqlalchemy import text
+
+    return connection.execute(text(sql), params)
 
 
 def reflect_table(connection: sa.engine.Connection, schema: str, table: str) -> SourceTable:
@@ -185,17 +195,17 @@ def reflect_table(connection: sa.engine.Connection, schema: str, table: str) -> 
     if connection.dialect.name == "sqlite":
         return _reflect_sqlite(connection, schema, table)
     params = {"schema": schema, "table": table}
-    rows = connection.execute(_COLUMNS_SQL, params).all()
+    rows = _execute(connection, _COLUMNS_SQL, params).all()
     if not rows:
         raise _missing_table(connection, schema, table)
     json_columns: set[str] = set()
     if getattr(connection.dialect, "is_mariadb", False):
-        for (clause,) in connection.execute(_CHECKS_SQL, params):
+        for (clause,) in _execute(connection, _CHECKS_SQL, params):
             match = _JSON_CHECK.fullmatch(str(clause))
             if match:
                 json_columns.add(match.group(1).replace("``", "`"))
     columns = tuple(_source_column(row, json_columns) for row in rows)
-    primary_key = tuple(str(name) for (name,) in connection.execute(_PRIMARY_KEY_SQL, params))
+    primary_key = tuple(str(name) for (name,) in _execute(connection, _PRIMARY_KEY_SQL, params))
     return SourceTable(schema=schema, name=table, columns=columns, primary_key=primary_key)
 
 
@@ -291,14 +301,14 @@ def _int_or_none(value: object) -> int | None:
 
 
 def _missing_table(connection: sa.engine.Connection, schema: str, table: str) -> SchemaError:
-    schemas = [str(name) for (name,) in connection.execute(_SCHEMAS_SQL)]
+    schemas = [str(name) for (name,) in _execute(connection, _SCHEMAS_SQL)]
     if schema not in schemas:
         return SchemaError(
             f"schema {quote_mysql(schema)} does not exist or is not visible to this user"
             f"{did_you_mean(schema, schemas)}; check the table key <schema>.<table> in the "
             f"pipeline's tables and the source user's grants"
         )
-    tables = [str(name) for (name,) in connection.execute(_TABLES_SQL, {"schema": schema})]
+    tables = [str(name) for (name,) in _execute(connection, _TABLES_SQL, {"schema": schema})]
     return SchemaError(
         f"table {quote_mysql(schema)}.{quote_mysql(table)} does not exist or is not visible to "
         f"this user{did_you_mean(table, tables)}; check the table key in the pipeline's tables"
@@ -659,6 +669,8 @@ def _instants_to_timestamps(raw: pa.Array, arrow_type: pa.DataType) -> tuple[pa.
 
     TIMESTAMP's range starts at 1970-01-01 00:00:01 UTC, so 0 can only be '0000-00-00 00:00:00'.
     """
+    import pyarrow.compute as pc
+
     micros = raw.cast(pa.int64())
     zero = pc.equal(micros, 0)
     zeros = pc.sum(zero).as_py() or 0
@@ -674,6 +686,8 @@ def _text_to_dates(raw: pa.Array, arrow_type: pa.DataType) -> tuple[pa.Array, in
     February 31), so the common case is one cast. Only when it fails are the impossible dates
     found, among the distinct date parts, and set to NULL before casting again.
     """
+    import pyarrow.compute as pc
+
     try:
         return raw.cast(arrow_type), 0
     except pa.ArrowInvalid:

@@ -540,3 +540,26 @@ def test_refresh_of_a_window_emptied_in_the_source_empties_it_in_the_target(
     loaded = load_table(orders_config, "p", "orders", refresh_run=refresh.run_id)
     assert loaded.ok, loaded.error
     assert [row["id"] for row in target_rows(orders_config, stack)] == [1, 2]
+
+
+def test_a_duckdb_load_imports_no_source_or_ssh_library() -> None:
+    """A load reads no source and opens no tunnel: sqlalchemy, paramiko, sshtunnel and
+    pyarrow.compute (~0.25 s of start-up together) stay unimported until something needs them."""
+    heavy = ["sqlalchemy", "paramiko", "sshtunnel", "pyarrow.compute"]
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import s3rs_dagster.core.load
+        import s3rs_dagster.adapters.warehouse.duckdb_backend
+        print([name for name in {heavy!r} if name in sys.modules])
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"
