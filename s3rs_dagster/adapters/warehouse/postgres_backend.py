@@ -148,7 +148,7 @@ class PostgresSession(Session):
 
     def fill(
         self,
-        staging: str,
+        table: str,
         fields: Sequence[tuple[str, WarehouseType]],
         files: Sequence[StagedFile],
         storage: Storage,
@@ -170,7 +170,7 @@ class PostgresSession(Session):
         try:
             with (
                 self.connection.cursor() as cursor,
-                cursor.copy(f"COPY {quote(staging)} ({names}) FROM STDIN (FORMAT csv)") as copy,
+                cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT csv)") as copy,
             ):
                 for _file, (chunks, count) in prefetched(files, csv_of, ahead=FETCH_THREADS):
                     starts.append(rows + 1)
