@@ -512,6 +512,44 @@ def test_rejected_value_is_diagnosed_with_file_column_value_and_reason(
         drop_schema(config, stack)
 
 
+@pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
+@pytest.mark.parametrize("form", ["binary", "csv"])
+def test_postgres_names_the_file_row_and_column_of_a_refused_value(
+    source_db: SourceDb, make_config: MakeConfig, warehouse: str, stack: Stack, form: str
+) -> None:
+    """Binary COPY (PostgreSQL text refuses a NUL character) and CSV COPY, used when a target
+    column has a type the binary encoder does not know (here a domain that refuses 'bad'),
+    both locate the refused value in its file."""
+    source_db.execute(
+        "CREATE TABLE docs (id INT PRIMARY KEY, updated_at DATETIME NOT NULL, body VARCHAR(20))"
+    )
+    bad = "a\x00b" if form == "binary" else "bad"
+    source_db.executemany(
+        "INSERT INTO docs VALUES (%s, %s, %s)", [(1, BASE_TIME, "fine"), (2, BASE_TIME, bad)]
+    )
+    config = make_config({"docs": HYBRID}, target=warehouse)
+    schema = config.connections.targets["wh"].schema_
+    try:
+        if form == "csv":
+            with connect_target(config, stack) as connection:
+                connection.execute(f'CREATE SCHEMA "{schema}"')
+                connection.execute(
+                    f"CREATE DOMAIN \"{schema}\".note AS VARCHAR(80) CHECK (VALUE <> 'bad')"
+                )
+                connection.execute(
+                    f'CREATE TABLE "{schema}".docs (id INTEGER, updated_at TIMESTAMP, '
+                    f'body "{schema}".note)'
+                )
+        run = sync_pipeline(config, "p")[0]
+        assert run.extract.ok and not run.load.ok
+        uri = committed_files(open_storage(config.storage), "p", f"{source_db.name}.docs")[0]["uri"]
+        assert f"PostgreSQL refused {uri} at row 2, column body: " in run.load.error
+        reason = "invalid byte sequence" if form == "binary" else "violates check constraint"
+        assert reason in run.load.error
+    finally:
+        drop_schema(config, stack)
+
+
 @pytest.mark.parametrize("warehouse", ["duckdb"], indirect=True)
 def test_strays_load_only_when_adopted_and_only_if_s3rs_wrote_them(
     orders_config: Config, source_db: SourceDb, stack: Stack
