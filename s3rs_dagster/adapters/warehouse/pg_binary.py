@@ -138,14 +138,21 @@ def _numeric(precision: int, scale: int) -> Encoder:
 
 
 def _magnitude(values: pa.Array) -> tuple[list[pa.Array], pa.Array]:
-    """The absolute values of decimal128s as four uint64 arrays of 32 bits each (most
-    significant first), and which were negative."""
+    """The absolute values of decimal128s as uint64 limbs (most significant first), and which
+    were negative: one limb holding the value when the precision fits 64 bits (up to 18
+    digits: the low word of the two's complement is the value), else four of 32 bits each."""
     rows = len(values)
-    words = array.array("I")
     start = values.offset * 16
-    words.frombytes(memoryview(values.buffers()[1])[start : start + rows * 16])
+    data = memoryview(values.buffers()[1])[start : start + rows * 16]
+    if values.type.precision <= 18:
+        words = array.array("q")
+        words.frombytes(data)
+        low = pa.Array.from_buffers(pa.int64(), rows, [None, pa.py_buffer(words[::2])])
+        return [pc.abs(low).cast(pa.uint64())], pc.less(low, 0)
+    quarters = array.array("I")
+    quarters.frombytes(data)
     limbs = [
-        pa.Array.from_buffers(pa.uint32(), rows, [None, pa.py_buffer(words[index::4])]).cast(
+        pa.Array.from_buffers(pa.uint32(), rows, [None, pa.py_buffer(quarters[index::4])]).cast(
             pa.uint64()
         )
         for index in (3, 2, 1, 0)
@@ -161,7 +168,7 @@ def _magnitude(values: pa.Array) -> tuple[list[pa.Array], pa.Array]:
 
 
 def _divide(limbs: list[pa.Array], divisor: int) -> pa.Array:
-    """Divide the 128-bit magnitudes in place by a divisor up to 10,000; the remainders."""
+    """Divide the magnitudes in place by a divisor up to 10,000; the remainders."""
     remainder: pa.Array | None = None
     for index, limb in enumerate(limbs):
         current = limb if remainder is None else pc.bit_wise_or(pc.shift_left(remainder, 32), limb)
