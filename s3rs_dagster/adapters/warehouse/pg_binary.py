@@ -32,9 +32,11 @@ _EPOCH_MICROS = _EPOCH_DAYS * 86_400_000_000
 _CODES = {1: "b", 2: "h", 4: "i", 8: "q"}
 """array module type codes by width, for byte swapping (floats swap as integers)."""
 
-Encoder = Callable[[pa.Array], pa.Array]
-"""An Arrow column of the destination's twin type -> one large_binary value per row: the int32
-length and the bytes, or the NULL marker."""
+Pieces = list[pa.Array | pa.Scalar]
+Encoder = Callable[[pa.Array], Pieces]
+"""An Arrow column of the destination's twin type -> the pieces (large_binary arrays and
+scalars) whose row-by-row concatenation is each row's field: the int32 length and the bytes,
+or the NULL marker. Pieces of all columns are joined in one kernel call."""
 
 
 def _big_endian(values: pa.Array) -> pa.Array:
@@ -47,55 +49,49 @@ def _big_endian(values: pa.Array) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(width), len(values), [None, pa.py_buffer(raw)])
 
 
-def _with_length(source: pa.Array, pieces: Sequence[pa.Array | pa.Scalar], width: int) -> pa.Array:
-    """Rows of fixed width: the length, then the pieces joined; NULL where the source is (the
-    values under a NULL are whatever the array holds there)."""
+def _with_length(source: pa.Array, pieces: Sequence[pa.Array | pa.Scalar], width: int) -> Pieces:
+    """Fields of fixed width: the length, then the pieces; NULL where the source is (the values
+    under a NULL are whatever the array holds there)."""
     length = pa.scalar(width.to_bytes(4, "big"), pa.large_binary())
-    joined = pc.binary_join_element_wise(
-        length, *(_large(piece) for piece in pieces), _NOTHING, null_handling="replace"
-    )
-    return _nulls(source, joined)
+    return _nulls(source, [length, *(_large(piece) for piece in pieces)])
 
 
 def _large(piece: pa.Array | pa.Scalar) -> pa.Array | pa.Scalar:
     return piece if isinstance(piece, pa.Scalar) else piece.cast(pa.large_binary())
 
 
-def _nulls(source: pa.Array, encoded: pa.Array) -> pa.Array:
+def _nulls(source: pa.Array, pieces: Pieces) -> Pieces:
+    """The pieces as they are, or, where the source has NULLs, joined into one array holding
+    the NULL marker in those rows."""
     if not source.null_count:
-        return encoded
-    return pc.if_else(source.is_valid(), encoded, _NULL)
+        return pieces
+    joined = pc.binary_join_element_wise(*pieces, _NOTHING, null_handling="replace")
+    return [pc.if_else(source.is_valid(), joined, _NULL)]
 
 
-def _primitive(values: pa.Array) -> pa.Array:
+def _primitive(values: pa.Array) -> Pieces:
     """SMALLINT, INTEGER, BIGINT, REAL, DOUBLE PRECISION: the values themselves."""
     return _with_length(values, [_big_endian(values)], values.type.bit_width // 8)
 
 
-def _boolean(values: pa.Array) -> pa.Array:
+def _boolean(values: pa.Array) -> Pieces:
     return _with_length(values, [_big_endian(values.cast(pa.int8()))], 1)
 
 
-def _date(values: pa.Array) -> pa.Array:
+def _date(values: pa.Array) -> Pieces:
     days = pc.subtract(values.cast(pa.int32()), pa.scalar(_EPOCH_DAYS, pa.int32()))
     return _with_length(values, [_big_endian(days)], 4)
 
 
-def _timestamp(values: pa.Array) -> pa.Array:
+def _timestamp(values: pa.Array) -> Pieces:
     micros = pc.subtract(values.cast(pa.int64()), pa.scalar(_EPOCH_MICROS, pa.int64()))
     return _with_length(values, [_big_endian(micros)], 8)
 
 
-def _variable(values: pa.Array) -> pa.Array:
+def _variable(values: pa.Array) -> Pieces:
     """Text (UTF-8) and bytea: the bytes as Arrow holds them."""
     lengths = pc.binary_length(values).cast(pa.int32())
-    joined = pc.binary_join_element_wise(
-        _large(_big_endian(lengths)),
-        values.cast(pa.large_binary()),
-        _NOTHING,
-        null_handling="replace",
-    )
-    return _nulls(values, joined)
+    return _nulls(values, [_large(_big_endian(lengths)), values.cast(pa.large_binary())])
 
 
 def _numeric(precision: int, scale: int) -> Encoder:
@@ -113,7 +109,7 @@ def _numeric(precision: int, scale: int) -> Encoder:
     )
     dscale = pa.scalar(scale.to_bytes(2, "big"), pa.large_binary())
 
-    def encode(values: pa.Array) -> pa.Array:
+    def encode(values: pa.Array) -> Pieces:
         limbs, negative = _magnitude(values)
         digits: list[pa.Array] = []
         divisor = 10 ** (4 - pad)
@@ -124,15 +120,7 @@ def _numeric(precision: int, scale: int) -> Encoder:
             digits.append(_big_endian(remainder.cast(pa.int16())))
             divisor = 10_000
         sign = pc.if_else(negative, b"\x40\x00", b"\x00\x00").cast(pa.large_binary())
-        joined = pc.binary_join_element_wise(
-            head,
-            sign,
-            dscale,
-            *(_large(digit) for digit in reversed(digits)),
-            _NOTHING,
-            null_handling="replace",
-        )
-        return _nulls(values, joined)
+        return _nulls(values, [head, sign, dscale, *(_large(digit) for digit in reversed(digits))])
 
     return encode
 
@@ -222,8 +210,9 @@ class RowEncoder:
         """The batch's rows (no header or trailer). Raises ValueError naming the column when
         a value cannot take its column's type."""
         pieces = [
-            encoder(_cast(name, twin, column))
+            piece
             for (name, twin, encoder), column in zip(self.columns, batch.columns, strict=True)
+            for piece in encoder(_cast(name, twin, column))
         ]
         rows = pc.binary_join_element_wise(self.count, *pieces, _NOTHING)
         offsets = rows.buffers()[1]
