@@ -146,7 +146,20 @@ def test_binary_rows_read_back_as_the_csv_rows_do(connection: psycopg.Connection
     assert expected[0][6] == Decimal("-0.0001") and expected[2][4] == Decimal("-0.0000000001")
 
 
+def test_columns_of_nulls_only_and_empty_batches_encode(
+    connection: psycopg.Connection[Any],
+) -> None:
+    names = [name for name, _, _ in COLUMNS]
+    nulls = pa.RecordBatch.from_arrays([pa.nulls(3, kind) for _, _, kind in COLUMNS], names=names)
+    expected = copied(connection, "nulls_by_csv", "csv", [csv_batch(nulls)])
+    encoder = RowEncoder.of(catalog(connection, "nulls_by_csv"))
+    assert encoder is not None
+    chunks = [HEADER, encoder.encode(nulls), encoder.encode(nulls.slice(0, 0)), TRAILER]
+    assert copied(connection, "nulls_by_binary", "binary", chunks) == expected == [(None,) * 17] * 3
+
+
 def test_a_type_without_an_encoder_leaves_the_table_to_csv() -> None:
     assert RowEncoder.of([("a", "bigint", -1), ("b", "jsonb", -1)]) is None
     assert RowEncoder.of([("a", "numeric", -1)]) is None, "NUMERIC without a precision"
+    assert RowEncoder.of([("a", "numeric", (65 << 16) + 30 + 4)]) is None, "over 38 digits"
     assert RowEncoder.of([("a", "numeric", (12 << 16) + 2 + 4)]) is not None

@@ -194,11 +194,12 @@ class RowEncoder:
     @classmethod
     def of(cls, catalog: Sequence[tuple[str, str, int]]) -> RowEncoder | None:
         """The encoder for columns described by the catalog as (name, type name, atttypmod),
-        in COPY order; None when a column's type has no encoder here."""
+        in COPY order; None when a column's type has no encoder here (NUMERIC needs a declared
+        precision of 38 digits at most, and a scale from 0 to the precision)."""
         columns = []
         for name, kind, modifier in catalog:
-            if kind == "numeric" and modifier >= 4:
-                precision, scale = (modifier - 4) >> 16, (modifier - 4) & 0xFFFF
+            precision, scale = (modifier - 4) >> 16, (modifier - 4) & 0xFFFF
+            if kind == "numeric" and modifier >= 4 and 0 <= scale <= precision <= 38:
                 columns.append((name, pa.decimal128(precision, scale), _numeric(precision, scale)))
             elif kind in _TYPES:
                 columns.append((name, *_TYPES[kind]))
@@ -209,6 +210,8 @@ class RowEncoder:
     def encode(self, batch: pa.RecordBatch) -> pa.Buffer:
         """The batch's rows (no header or trailer). Raises ValueError naming the column when
         a value cannot take its column's type."""
+        if not batch.num_rows:
+            return pa.py_buffer(b"")
         pieces = [
             piece
             for (name, twin, encoder), column in zip(self.columns, batch.columns, strict=True)
@@ -220,7 +223,7 @@ class RowEncoder:
             int.from_bytes(memoryview(offsets)[8 * index : 8 * index + 8], "little", signed=True)
             for index in (rows.offset, rows.offset + len(rows))
         )
-        return rows.buffers()[2][first:last] if len(rows) else pa.py_buffer(b"")
+        return rows.buffers()[2][first:last]
 
 
 def _cast(name: str, twin: pa.DataType, column: pa.Array) -> pa.Array:
