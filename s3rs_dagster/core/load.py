@@ -405,14 +405,23 @@ class _Load:
         for index, (fields, group) in enumerate(groups):
             staging = f"s3rs_stage_{index}"
             staged = [StagedFile(entry.key, entry.uri, entry.bytes, entry.rows) for entry in group]
-            rows = session.stage(staging, fields, staged, self.storage)
+            names = [name for name, _ in fields]
+            direct = self._copies_directly(session, mode, watermark, names)
+            if direct:
+                rows = session.fill(target, fields, staged, self.storage)
+            else:
+                rows = session.stage(staging, fields, staged, self.storage)
             expected = sum(entry.rows for entry in group)
             if rows != expected:
                 raise LoadError(
                     f"staged {rows:,} rows from {len(group)} file(s) whose manifests list "
                     f"{expected:,}; nothing was loaded"
                 )
-            names = [name for name, _ in fields]
+            if direct:
+                self._dedup_copied(session, watermark, names, staging, rows)
+                self.report.rows += rows
+                self.report.files += len(group)
+                continue
             if mode == "replace_window":
                 if index == 0:
                     self._delete_window(session, watermark, group[0].partition)
@@ -429,7 +438,7 @@ class _Load:
                     names,
                     keys,
                     watermark.cursor_column,
-                    unique=keys_unique(session, staging, keys, rows),
+                    unique=keys_unique(session, quote(staging), keys, rows),
                 )
             for statement in statements:
                 logger.debug("warehouse SQL: %s", statement)
@@ -439,6 +448,38 @@ class _Load:
             self.report.files += len(group)
         self._insert_ledger(session, [*files, *self.superseded])
         session.commit()
+
+    def _copies_directly(
+        self, session: Session, mode: str, watermark: Watermark, names: list[str]
+    ) -> bool:
+        """Whether the files can be copied straight into the target, skipping the staging
+        table (its write and its read by INSERT ... SELECT): when the target holds no rows and
+        its columns are the files' fields in order (a first load), appending, or merging by a
+        one-column key, gives the files' rows, each repeated key's newest version only."""
+        if not session.fills_tables or mode not in ("append", "merge"):
+            return False
+        if mode == "merge" and len(watermark.primary_key) != 1:
+            return False
+        existing = session.columns(self.warehouse.schema, self.report.target_table) or {}
+        if list(existing) != names:
+            return False
+        return not session.query(f"SELECT 1 FROM {self._target()} LIMIT 1")
+
+    def _dedup_copied(
+        self, session: Session, watermark: Watermark, names: list[str], staging: str, rows: int
+    ) -> None:
+        """After a merge's rows were copied straight into the empty target, drop the older
+        versions of each repeated key (none, as a rule: one COUNT(DISTINCT) shows it)."""
+        if self.report.write_mode != "merge":
+            return
+        [key] = watermark.primary_key
+        if keys_unique(session, self._target(), [key], rows):
+            return
+        for statement in dedup_sql(
+            self._target(), f"{staging}_dedup", names, key, watermark.cursor_column
+        ):
+            logger.debug("warehouse SQL: %s", statement)
+            session.execute(statement)
 
     def _delete_window(self, session: Session, watermark: Watermark, partition: str) -> None:
         """Delete the target's rows in the refreshed partition's window (typed bounds)."""
@@ -661,16 +702,39 @@ def replace_sql(target: str, staging: str, columns: Sequence[str], *, first: boo
     return statements + append_sql(target, staging, columns)
 
 
-def keys_unique(session: Session, staging: str, keys: Sequence[str], rows: int) -> bool:
-    """True when no key repeats among the staged rows, as in most batches (each row version
-    extracted once): their merge needs no ranking of versions, which costs a sort of the batch.
+def keys_unique(session: Session, table: str, keys: Sequence[str], rows: int) -> bool:
+    """True when no key repeats among the `rows` rows of `table` (SQL-ready name), as in most
+    batches (each row version extracted once): their merge needs no ranking of versions, which
+    costs a sort of the batch.
 
     Counted for a one-column key only (COUNT(DISTINCT) is the cheap form in all three dialects);
     a NULL key or a composite key counts as repeating, which merely ranks as before."""
     if len(keys) != 1:
         return False
-    distinct = session.query(f"SELECT COUNT(DISTINCT {quote(keys[0])}) FROM {quote(staging)}")
+    distinct = session.query(f"SELECT COUNT(DISTINCT {quote(keys[0])}) FROM {table}")
     return int(distinct[0][0]) == rows
+
+
+def dedup_sql(
+    target: str, dedup_table: str, columns: Sequence[str], key: str, cursor: str | None
+) -> list[str]:
+    """Keep only the newest version of each repeated key of a target that held nothing before
+    this batch was copied into it: the rows merge_sql leaves there (one version per key, the
+    NULL key counting as one key, as ROW_NUMBER's partitions do), ranked as merge_sql ranks."""
+    names = ", ".join(quote(name) for name in columns)
+    k = quote(key)
+    order = f"{quote(cursor)} DESC" if cursor else k
+    dedup = quote(dedup_table)
+    return [
+        f"CREATE TEMP TABLE {dedup} AS SELECT {names} FROM (SELECT {names}, ROW_NUMBER() OVER "
+        f"(PARTITION BY {k} ORDER BY {order}) AS s3rs_rank, COUNT(*) OVER (PARTITION BY {k}) "
+        f"AS s3rs_versions FROM {target}) ranked WHERE s3rs_rank = 1 AND s3rs_versions > 1",
+        f"DELETE FROM {target} USING {dedup} WHERE {target}.{k} = {dedup}.{k}",
+        f"DELETE FROM {target} WHERE {k} IS NULL AND EXISTS "
+        f"(SELECT 1 FROM {dedup} WHERE {dedup}.{k} IS NULL)",
+        f"INSERT INTO {target} ({names}) SELECT {names} FROM {dedup}",
+        f"DROP TABLE {dedup}",
+    ]
 
 
 def merge_sql(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,7 @@ from s3rs_dagster.core.extract import extract_table
 from s3rs_dagster.core.load import load_table
 from s3rs_dagster.core.state import WatermarkStore
 from s3rs_dagster.core.sync import sync_pipeline
+from s3rs_dagster.core.target import LEDGER_TABLE
 from s3rs_dagster_tests.conftest import Stack
 from s3rs_dagster_tests.core.conftest import (
     MakeConfig,
@@ -215,6 +217,76 @@ def test_every_type_loads_exactly_as_extracted(
             assert got == want, name
     finally:
         drop_schema(config, stack)
+
+
+def reload_into_a_non_empty_target(config: Config, stack: Stack, table: str, keep: int) -> None:
+    """Forget every loaded file (the ledger) and every target row but the one with id `keep`,
+    then load again: the target is not empty, so the files go through the staging table."""
+    schema = config.connections.targets["wh"].schema_
+    with connect_target(config, stack) as connection:
+        connection.execute(f'DELETE FROM "{schema}"."{LEDGER_TABLE}"')
+        connection.execute(f'DELETE FROM "{schema}"."{table}" WHERE id <> %s', (keep,))
+    report = load_table(config, "p", table)
+    assert report.status == "success", report.error
+
+
+def load_statements(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("warehouse SQL")]
+
+
+@pytest.mark.parametrize("warehouse", ["postgres", "redshift"], indirect=True)
+def test_a_first_load_copied_straight_into_the_target_equals_a_staged_merge(
+    source_db: SourceDb,
+    make_config: MakeConfig,
+    warehouse: str,
+    stack: Stack,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Into an empty target the files are copied straight in (no staging, no merge SQL); into a
+    non-empty one they are staged and merged. Every type of the type matrix comes out the same
+    both ways."""
+    source_db.execute(TYPES_DDL)
+    source_db.execute("SET SESSION sql_mode = ''")
+    rows = [
+        tuple(v.replace("\x00", "") if isinstance(v, str) else v for v in row)
+        for row in EVERY_TYPE_ROWS
+    ]
+    source_db.executemany(f"INSERT INTO every_type VALUES ({', '.join(['%s'] * 32)})", rows)
+    config = make_config({"every_type": HYBRID}, target=warehouse)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="s3rs_dagster.core.load"):
+            run = sync_pipeline(config, "p")[0]
+            assert run.ok, (run.extract, run.load)
+            assert load_statements(caplog) == []
+            copied = target_rows(config, stack, "every_type")
+            reload_into_a_non_empty_target(config, stack, "every_type", keep=1)
+            assert any("INSERT INTO" in statement for statement in load_statements(caplog))
+        assert target_rows(config, stack, "every_type") == copied
+    finally:
+        drop_schema(config, stack)
+
+
+@pytest.mark.parametrize("warehouse", ["postgres", "redshift"], indirect=True)
+def test_repeating_keys_copied_into_an_empty_target_keep_the_newest_as_a_staged_merge_does(
+    orders_config: Config, source_db: SourceDb, stack: Stack
+) -> None:
+    """One load of three extractions (keys repeat across files): copied straight into the empty
+    target then deduplicated in place, it leaves what the staged merge leaves."""
+    table = f"{source_db.name}.orders"
+    upsert(source_db, range(1, 41), BASE_TIME, "first")
+    source_db.execute("UPDATE orders SET note = NULL WHERE id % 4 = 0")
+    assert extract_table(orders_config, "p", table, limit=7).ok
+    upsert(source_db, range(10, 30), BASE_TIME + timedelta(days=1), "second")
+    assert extract_table(orders_config, "p", table, limit=7).ok
+    upsert(source_db, range(20, 26), BASE_TIME + timedelta(days=2), "third")
+    assert extract_table(orders_config, "p", table, limit=7).ok
+    report = load_table(orders_config, "p", table)
+    assert report.status == "success", report.error
+    assert report.rows == 40 + 20 + 6 and report.target_rows == 40
+    assert_target_equals_source(orders_config, stack, source_db)
+    copied = target_rows(orders_config, stack)
+    reload_into_a_non_empty_target(orders_config, stack, "orders", keep=40)
+    assert target_rows(orders_config, stack) == copied
 
 
 def test_backup_only_then_redshift_only_in_another_process(
@@ -436,6 +508,44 @@ def test_rejected_value_is_diagnosed_with_file_column_value_and_reason(
         ).load()
         assert watermark.redshift_state.status == "failed"
         assert "Redshift rejected" in watermark.redshift_state.last_error
+    finally:
+        drop_schema(config, stack)
+
+
+@pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
+@pytest.mark.parametrize("form", ["binary", "csv"])
+def test_postgres_names_the_file_row_and_column_of_a_refused_value(
+    source_db: SourceDb, make_config: MakeConfig, warehouse: str, stack: Stack, form: str
+) -> None:
+    """Binary COPY (PostgreSQL text refuses a NUL character) and CSV COPY, used when a target
+    column has a type the binary encoder does not know (here a domain that refuses 'bad'),
+    both locate the refused value in its file."""
+    source_db.execute(
+        "CREATE TABLE docs (id INT PRIMARY KEY, updated_at DATETIME NOT NULL, body VARCHAR(20))"
+    )
+    bad = "a\x00b" if form == "binary" else "bad"
+    source_db.executemany(
+        "INSERT INTO docs VALUES (%s, %s, %s)", [(1, BASE_TIME, "fine"), (2, BASE_TIME, bad)]
+    )
+    config = make_config({"docs": HYBRID}, target=warehouse)
+    schema = config.connections.targets["wh"].schema_
+    try:
+        if form == "csv":
+            with connect_target(config, stack) as connection:
+                connection.execute(f'CREATE SCHEMA "{schema}"')
+                connection.execute(
+                    f"CREATE DOMAIN \"{schema}\".note AS VARCHAR(80) CHECK (VALUE <> 'bad')"
+                )
+                connection.execute(
+                    f'CREATE TABLE "{schema}".docs (id INTEGER, updated_at TIMESTAMP, '
+                    f'body "{schema}".note)'
+                )
+        run = sync_pipeline(config, "p")[0]
+        assert run.extract.ok and not run.load.ok
+        uri = committed_files(open_storage(config.storage), "p", f"{source_db.name}.docs")[0]["uri"]
+        assert f"PostgreSQL refused {uri} at row 2, column body: " in run.load.error
+        reason = "invalid byte sequence" if form == "binary" else "violates check constraint"
+        assert reason in run.load.error
     finally:
         drop_schema(config, stack)
 

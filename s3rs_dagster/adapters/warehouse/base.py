@@ -59,6 +59,8 @@ class Session(ABC):
     """One connection, used for one load: DDL first, then one data transaction."""
 
     placeholder = "%s"
+    fills_tables = True
+    """fill() loads any table, the target itself too, not only stage()'s temporary one."""
 
     @abstractmethod
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
@@ -94,17 +96,18 @@ class Session(ABC):
         columns = ", ".join(f"{quote(name)} {self.type_sql(kind)}" for name, kind in fields)
         self.execute(f"DROP TABLE IF EXISTS {quote(staging)}")
         self.execute(f"CREATE TEMP TABLE {quote(staging)} ({columns})")
-        return self.fill(staging, fields, files, storage)
+        return self.fill(quote(staging), fields, files, storage)
 
     def fill(
         self,
-        staging: str,
+        table: str,
         fields: Sequence[tuple[str, WarehouseType]],
         files: Sequence[StagedFile],
         storage: Storage,
     ) -> int:
-        """Fill the empty staging table from the files (this backend's way); return its rows.
-        Every backend that keeps the default stage() implements it."""
+        """Copy the files' rows into `table` (SQL-ready: quoted, maybe schema-qualified), whose
+        columns are the fields in order, this backend's way; return the rows copied. Every
+        backend that keeps the default stage() implements it (and leaves fills_tables set)."""
         raise NotImplementedError
 
     def unstage(self, staging: str) -> None:

@@ -61,6 +61,7 @@ _GLOB = frozenset("*?[")
 
 class DuckdbSession(Session):
     placeholder = "?"
+    fills_tables = False
 
     def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
         self.connection = connection

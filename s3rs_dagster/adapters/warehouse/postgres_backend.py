@@ -1,9 +1,11 @@
-"""PostgreSQL: staging is filled with one COPY FROM STDIN per load, fed CSV that pyarrow writes.
+"""PostgreSQL: a table is filled with one COPY FROM STDIN per load, in binary COPY format built
+from the Arrow columns (`pg_binary`), or as CSV that pyarrow writes when a destination column
+has a type the binary encoder does not know.
 
-Threads read the files ahead of the COPY (a file is read whole, decoded and written as CSV by
-pyarrow, which releases the GIL), so the server parses one file's rows while the next files are
-fetched and converted; at most FETCH_THREADS files are held at once (a file holds one extract
-chunk at most, `batch_size` rows).
+Threads read the files ahead of the COPY (a file is read whole, decoded and encoded by pyarrow,
+which releases the GIL), so the server reads one file's rows while the next files are fetched
+and converted; at most FETCH_THREADS files are held at once (a file holds one extract chunk at
+most, `batch_size` rows).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from s3rs_dagster.adapters.warehouse.base import (
     prefetched,
     quote,
 )
+from s3rs_dagster.adapters.warehouse.pg_binary import HEADER, TRAILER, RowEncoder
 from s3rs_dagster.adapters.warehouse.types import WarehouseType
 from s3rs_dagster.config import PostgresTargetConfig
 
@@ -148,40 +151,66 @@ class PostgresSession(Session):
 
     def fill(
         self,
-        staging: str,
+        table: str,
         fields: Sequence[tuple[str, WarehouseType]],
         files: Sequence[StagedFile],
         storage: Storage,
     ) -> int:
         filesystem, base = storage.filesystem()
+        encoder = RowEncoder.of(self._catalog(table, [name for name, _ in fields]))
 
-        def csv_of(file: StagedFile) -> tuple[list[bytes], int]:
+        def rows_of(file: StagedFile) -> tuple[list[Any], int]:
             try:
                 with filesystem.open_input_stream(f"{base}/{file.key}") as stream:
-                    table = pq.read_table(pa.BufferReader(stream.read_buffer()))
+                    parquet = pq.ParquetFile(pa.BufferReader(stream.read_buffer()))
+                    data = parquet.read(use_threads=False)
             except OSError as exc:
                 raise LoadError(f"cannot read {file.uri}: {exc}") from None
-            return [csv_batch(batch) for batch in table.to_batches(65_536)], table.num_rows
+            batches = data.to_batches(65_536)
+            if encoder is None:
+                return [csv_batch(batch) for batch in batches], data.num_rows
+            try:
+                return [encoder.encode(batch) for batch in batches], data.num_rows
+            except ValueError as exc:
+                raise LoadError(f"cannot copy {file.uri} to {self.description}: {exc}") from None
 
         names = ", ".join(quote(name) for name, _ in fields)
+        form = "csv" if encoder is None else "binary"
         starts: list[int] = []
         """The COPY line of each file's first row, to name the file of a refused line."""
         rows = 0
         try:
             with (
                 self.connection.cursor() as cursor,
-                cursor.copy(f"COPY {quote(staging)} ({names}) FROM STDIN (FORMAT csv)") as copy,
+                cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT {form})") as copy,
             ):
-                for _file, (chunks, count) in prefetched(files, csv_of, ahead=FETCH_THREADS):
+                if encoder is not None:
+                    copy.write(HEADER)
+                for _file, (chunks, count) in prefetched(files, rows_of, ahead=FETCH_THREADS):
                     starts.append(rows + 1)
                     for chunk in chunks:
                         copy.write(chunk)
                     rows += count
+                if encoder is not None:
+                    copy.write(TRAILER)
         except psycopg.Error as exc:
             if self.connection.broken:
                 raise self._error("while copying staged files", exc) from None
             raise LoadError(_load_error(files, starts, exc)) from None
         return rows
+
+    def _catalog(self, table: str, names: Sequence[str]) -> list[tuple[str, str, int]]:
+        """The table's columns `names` as (name, type name, type modifier), from pg_catalog:
+        binary COPY needs each column's own type."""
+        found = {
+            name: (kind, modifier)
+            for name, kind, modifier in self.query(
+                "SELECT attname, format_type(atttypid, NULL), atttypmod FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (table,),
+            )
+        }
+        return [(name, *found.get(name, ("", -1))) for name in names]
 
 
 def _message(exc: psycopg.Error) -> str:

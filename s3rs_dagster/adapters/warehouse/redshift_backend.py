@@ -104,7 +104,7 @@ class RedshiftSession(Session):
 
     def fill(
         self,
-        staging: str,
+        table: str,
         fields: Sequence[tuple[str, WarehouseType]],
         files: Sequence[StagedFile],
         storage: Storage,
@@ -122,7 +122,7 @@ class RedshiftSession(Session):
             raise LoadError(f"cannot write the COPY manifest: {exc}") from None
         try:
             sql = (
-                f"COPY {quote(staging)} FROM '{storage.uri(manifest_key)}' "
+                f"COPY {table} FROM '{storage.uri(manifest_key)}' "
                 f"{self.warehouse.copy_authorization(self._secrets)} FORMAT AS PARQUET MANIFEST"
             )
             try:
@@ -133,7 +133,7 @@ class RedshiftSession(Session):
                 self.rollback()
                 raise LoadError(self._diagnose(files, exc)) from None
             # redshift-connector reports no row count for COPY (Redshift says it is 8.0.2).
-            return int(self.query(f"SELECT COUNT(*) FROM {quote(staging)}")[0][0])
+            return int(self.query("SELECT pg_last_copy_count()")[0][0])
         finally:
             with suppress(StorageError):
                 storage.delete([manifest_key])
