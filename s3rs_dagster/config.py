@@ -443,7 +443,7 @@ class ProcessingConfig(_Model):
         le=100_000_000,
         description=(
             "Initial snapshot: at most this many rows read between two commits (a killed "
-            "run resumes from the last one); fewer when they would exceed ~48 MB in memory."
+            "run resumes from the last one); fewer when they would exceed ~32 MB in memory."
         ),
     )
 

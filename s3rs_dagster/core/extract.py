@@ -95,7 +95,7 @@ ROW_GROUP_ROWS = 131_072
 """Rows per Parquet row group of an initial snapshot's files (bounds the memory of writing)."""
 FIRST_QUERY_ROWS = 65_536
 """Rows an initial snapshot asks for first, before the width of a row is known."""
-CHECKPOINT_BYTES = 48 * 2**20
+CHECKPOINT_BYTES = 32 * 2**20
 """Arrow bytes an initial snapshot's checkpoint holds in memory (see _Checkpoint)."""
 _CURSOR_TS, _CURSOR_KEY = "__s3rs_cursor_ts", "__s3rs_cursor_key"
 """Columns carrying each checkpoint row's cursor texts, dropped when its Parquet is written."""
