@@ -640,8 +640,8 @@ class _Run:
         self, checkpoint: _Checkpoint
     ) -> list[tuple[str, int, Future[tuple[str, ObjectInfo, Cursor, Cursor]]]]:
         """One write per window of the checkpoint's rows: a stable sort by window keeps each
-        window's rows in key order; one `take` of the whole checkpoint (its read batches are
-        released then) and each window is a slice of it."""
+        window's rows in key order, the checkpoint is copied in that order a column at a time
+        (`_take_in_place`), and each window is a slice of the copy."""
         schema, columns = checkpoint.release_columns()
         granularity = self.table_config.partitioning or "none"
         if granularity == "none":
