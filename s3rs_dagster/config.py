@@ -822,12 +822,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
             duplicate = key in seen
             seen.add(key)
         except TypeError:
-            raise yaml.constructor.ConstructorError(
-                "while reading a mapping",
-                node.start_mark,
-                "found an unhashable key",
-                key_node.start_mark,
-            ) from None
+            raise _unhashable_key(node, key_node) from None
         if duplicate:
             raise yaml.constructor.ConstructorError(
                 "while reading a mapping",
@@ -842,13 +837,16 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
         try:
             mapping[key] = loader.construct_object(value_node, deep=deep)
         except TypeError:
-            raise yaml.constructor.ConstructorError(
-                "while reading a mapping",
-                node.start_mark,
-                "found an unhashable key",
-                key_node.start_mark,
-            ) from None
+            raise _unhashable_key(node, key_node) from None
     return mapping
+
+
+def _unhashable_key(
+    node: yaml.MappingNode, key_node: yaml.Node
+) -> yaml.constructor.ConstructorError:
+    return yaml.constructor.ConstructorError(
+        "while reading a mapping", node.start_mark, "found an unhashable key", key_node.start_mark
+    )
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)

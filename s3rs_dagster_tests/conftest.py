@@ -12,7 +12,9 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from s3rs_dagster_tests.reliability.report import (  # noqa: F401  hooks and fixture of docs/RELIABILITY.md
@@ -64,6 +66,17 @@ class Stack:
 
     def __getitem__(self, key: str) -> str:
         return self.env[key]
+
+    def postgres(self, database: str | None = None, **options: Any) -> psycopg.Connection[Any]:
+        """A connection to the stack's PostgreSQL (its own database unless `database`)."""
+        return psycopg.connect(
+            host=self["POSTGRES_HOST"],
+            port=int(self["POSTGRES_PORT"]),
+            user=self["POSTGRES_USER"],
+            password=self["POSTGRES_PASSWORD"],
+            dbname=database or self["POSTGRES_DATABASE"],
+            **options,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -56,13 +56,7 @@ def test_mariadb_answers_and_user_may_create_databases(stack: Stack) -> None:
 
 
 def test_postgres_answers(stack: Stack) -> None:
-    with psycopg.connect(
-        host=stack["POSTGRES_HOST"],
-        port=int(stack["POSTGRES_PORT"]),
-        user=stack["POSTGRES_USER"],
-        password=stack["POSTGRES_PASSWORD"],
-        dbname=stack["POSTGRES_DATABASE"],
-    ) as connection:
+    with stack.postgres() as connection:
         row = connection.execute("SELECT current_user, current_database(), 6 * 7").fetchone()
     assert row == (stack["POSTGRES_USER"], stack["POSTGRES_DATABASE"], 42)
 

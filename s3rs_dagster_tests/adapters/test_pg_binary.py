@@ -98,13 +98,7 @@ ROWS: list[tuple[Any, ...]] = [
 
 @pytest.fixture
 def connection(stack: Stack) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(
-        host=stack["POSTGRES_HOST"],
-        port=int(stack["POSTGRES_PORT"]),
-        user=stack["POSTGRES_USER"],
-        password=stack["POSTGRES_PASSWORD"],
-        dbname=stack["POSTGRES_DATABASE"],
-    ) as connection:
+    with stack.postgres() as connection:
         yield connection
         connection.rollback()
 

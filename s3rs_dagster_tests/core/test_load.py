@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import psycopg
 import pytest
 from psycopg.rows import dict_row
 
@@ -63,14 +62,7 @@ def connect_target(config: Config, stack: Stack) -> Any:
     database = (
         stack["POSTGRES_DATABASE"] if target.type == "postgres" else stack.env["REDSHIFT_DATABASE"]
     )
-    return psycopg.connect(
-        host=stack["POSTGRES_HOST"],
-        port=int(stack["POSTGRES_PORT"]),
-        user=stack["POSTGRES_USER"],
-        password=stack["POSTGRES_PASSWORD"],
-        dbname=database,
-        row_factory=dict_row,
-    )
+    return stack.postgres(database, row_factory=dict_row)
 
 
 def target_rows(config: Config, stack: Stack, table: str = "orders") -> list[dict[str, Any]]:

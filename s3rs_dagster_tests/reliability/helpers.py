@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import psycopg
 import yaml
 
 from s3rs_dagster.config import Config, parse_config
@@ -125,13 +124,7 @@ def _connect(config: Config, stack: Stack) -> Any:
     database = (
         stack["POSTGRES_DATABASE"] if target.type == "postgres" else stack["REDSHIFT_DATABASE"]
     )
-    return psycopg.connect(
-        host=stack["POSTGRES_HOST"],
-        port=int(stack["POSTGRES_PORT"]),
-        user=stack["POSTGRES_USER"],
-        password=stack["POSTGRES_PASSWORD"],
-        dbname=database,
-    )
+    return stack.postgres(database)
 
 
 def target_query(config: Config, stack: Stack, sql: str) -> list[tuple[Any, ...]]:
