@@ -1,5 +1,7 @@
 """s3rs_dagster: MySQL -> S3 Parquet -> Redshift, incrementally and exactly once, with Dagster."""
 
+import atexit
+import gc
 import os
 
 # Arrow allocates with the C library's malloc unless the environment says otherwise. pyarrow's
@@ -27,5 +29,11 @@ def _return_large_blocks_to_the_system() -> None:
 
 
 _return_large_blocks_to_the_system()
+
+# At exit the interpreter runs one last full garbage collection over every object still alive,
+# botocore's service models and pyarrow's types among them: ~0.2 s at the end of every CLI
+# command and run. Freezing them first (atexit runs before that collection) skips it: what is
+# in a reference cycle then goes with the process, whose memory the system takes back anyway.
+atexit.register(gc.freeze)
 
 __version__ = "0.1.0"

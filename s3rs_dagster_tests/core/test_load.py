@@ -217,7 +217,7 @@ def reload_into_a_non_empty_target(config: Config, stack: Stack, table: str, kee
     schema = config.connections.targets["wh"].schema_
     with connect_target(config, stack) as connection:
         connection.execute(f'DELETE FROM "{schema}"."{LEDGER_TABLE}"')
-        connection.execute(f'DELETE FROM "{schema}"."{table}" WHERE id <> %s', (keep,))
+        connection.execute(f'DELETE FROM "{schema}"."{table}" WHERE id <> {int(keep)}')
     report = load_table(config, "p", table)
     assert report.status == "success", report.error
 
@@ -226,7 +226,7 @@ def load_statements(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith("warehouse SQL")]
 
 
-@pytest.mark.parametrize("warehouse", ["postgres", "redshift"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["postgres", "redshift", "duckdb"], indirect=True)
 def test_a_first_load_copied_straight_into_the_target_equals_a_staged_merge(
     source_db: SourceDb,
     make_config: MakeConfig,
@@ -258,7 +258,7 @@ def test_a_first_load_copied_straight_into_the_target_equals_a_staged_merge(
         drop_schema(config, stack)
 
 
-@pytest.mark.parametrize("warehouse", ["postgres", "redshift"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["postgres", "redshift", "duckdb"], indirect=True)
 def test_repeating_keys_copied_into_an_empty_target_keep_the_newest_as_a_staged_merge_does(
     orders_config: Config, source_db: SourceDb, stack: Stack
 ) -> None:
