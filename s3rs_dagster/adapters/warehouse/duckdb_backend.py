@@ -6,8 +6,10 @@ batch's files cast to the warehouse types, which the merge statements scan where
 in memory. A first load into an empty target skips the view: one INSERT reads the files into
 the target (`fill`), and the load deduplicates repeated keys in place only when a
 COUNT(DISTINCT) over the stored keys finds any; staged, the files were read three times (the
-key count, the merge's DELETE, its INSERT). Files in S3 are first copied to a temporary folder, several at once, which the session
-removes when it closes: a load needs local disk for its Parquet files (compressed, ~20 bytes a
+key count, the merge's DELETE, its INSERT).
+
+Files in S3 are first copied to a temporary folder, several at once, which the session removes
+when it closes: a load needs local disk for its Parquet files (compressed, ~20 bytes a
 row for the benchmark's orders); the embedded database has no S3 access of its own (httpfs is an
 extension it would download).
 
