@@ -24,9 +24,11 @@ import multiprocessing.connection
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
+from typing import IO
 
 import pyarrow as pa
 
@@ -46,6 +48,7 @@ class ArrowReader:
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
         self._pipe: multiprocessing.connection.Connection | None = None
+        self._stderr: IO[bytes] | None = None
 
     def stream(
         self,
@@ -71,7 +74,9 @@ class ArrowReader:
                 try:
                     message = pipe.recv_bytes()
                 except (EOFError, OSError):
-                    raise ArrowReaderError("the reader process ended unexpectedly") from None
+                    raise ArrowReaderError(
+                        f"the reader process ended unexpectedly{self._last_words(url)}"
+                    ) from None
                 kind, body = message[:1], pa.py_buffer(message).slice(1)  # no copy
                 if kind == _END:
                     finished = True
@@ -86,6 +91,18 @@ class ArrowReader:
                 # Abandoned mid-stream: the child is still sending; start afresh next time.
                 self.close()
 
+    def _last_words(self, url: str) -> str:
+        """The last line the child printed, if any, as ': <line>' (the password masked)."""
+        if self._stderr is None:
+            return ""
+        with suppress(OSError):
+            self._stderr.seek(0)
+            lines = self._stderr.read()[-4096:].decode("utf-8", "replace").strip().splitlines()
+            if lines:
+                password = _password(url)
+                return f": {lines[-1].replace(password, '***') if password else lines[-1]}"
+        return ""
+
     def close(self) -> None:
         if self._pipe is not None:
             with suppress(OSError):
@@ -98,6 +115,9 @@ class ArrowReader:
                 self._process.kill()
                 self._process.wait(_STOP_SECONDS)
             self._process = None
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
 
     def _start(self) -> multiprocessing.connection.Connection:
         if self._pipe is None:
@@ -109,11 +129,16 @@ class ArrowReader:
                 "PYTHONPATH": os.pathsep.join(paths),
                 "ARROW_DEFAULT_MEMORY_POOL": "mimalloc",
                 "MALLOC_ARENA_MAX": "2",  # connectorx's threads: ~25 MB less, no slower
+                "RUST_BACKTRACE": "0",
             }
+            # What the child prints (Rust prints each panic, a refused value's too, before it
+            # reaches Python as an exception) is kept for the error of a child that dies.
+            self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
             self._process = subprocess.Popen(
                 [sys.executable, "-m", __name__, str(child.fileno())],
                 pass_fds=[child.fileno()],
                 stdin=subprocess.DEVNULL,
+                stderr=self._stderr,
                 env=environment,
             )
             child.close()
@@ -141,7 +166,9 @@ def _serve(pipe: multiprocessing.connection.Connection) -> None:
             pipe.send_bytes(_END)
         except (BrokenPipeError, EOFError):
             return
-        except Exception as exc:  # anything connectorx raises goes back as text
+        except BaseException as exc:  # anything connectorx raises goes back as text
+            if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+                raise  # KeyboardInterrupt, SystemExit; pyo3's PanicException is a refused value
             text = str(exc).replace(password, "***") if password else str(exc)
             with suppress(OSError):
                 pipe.send_bytes(_ERROR + text.encode())

@@ -52,6 +52,11 @@ class SourceError(Exception):
     """The source cannot be reached or used; the message says what to check."""
 
 
+class DatesUnreadable(SourceError):
+    """connectorx refused a zero or invalid date ('0000-00-00', '2025-00-10') in a DATETIME
+    or DATE column read as a date rather than as its text; read those columns as text."""
+
+
 class ConnectionLost(Exception):
     """The source connection (or its tunnel) dropped; the work since the last commit may be
     retried on a new connection."""
@@ -161,6 +166,8 @@ def explain_source_error(exc: DBAPIError, source: AnySourceConfig, name: str) ->
     return SourceError(f"{prefix}: {original or exc}")
 
 
+_ARROW_DATE_REFUSED = "Couldn't convert the value `Date("
+"""How connectorx's MySQL client (mysql_common) words a date it cannot make a date of."""
 _ARROW_CONNECTION_LOST = (
     LINK_LOST,
     "Connection refused",
@@ -296,6 +303,8 @@ class SourceConnection:
             message = str(exc)
             if any(text in message for text in _ARROW_CONNECTION_LOST):
                 raise ConnectionLost(message) from None
+            if _ARROW_DATE_REFUSED in message:
+                raise DatesUnreadable(message) from None
             raise SourceError(f"query on the source failed: {message}") from None
 
     def _link_alive(self) -> bool:

@@ -120,9 +120,18 @@ def parameter(column: SourceColumn, text: str) -> object:
     return text
 
 
-def cursor_text(column: SourceColumn, value: str | bytes) -> str:
-    """The storable text of a value read for the cursor (binary keys as hex)."""
-    return value.hex() if isinstance(value, bytes) else value
+def cursor_text(column: SourceColumn, value: str | bytes | int | datetime) -> str:
+    """The storable text of a value read for the cursor: the text MySQL prints for it (binary
+    keys as hex). The text protocol gives that text itself; the Arrow reader gives integers,
+    and DATETIME values as timestamps, printed here with the column's fractional digits."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, datetime):
+        v = value
+        text = f"{v.year:04d}-{v.month:02d}-{v.day:02d} {v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+        digits = column.datetime_precision or 0
+        return f"{text}.{v.microsecond:06d}"[: len(text) + 1 + digits] if digits else text
+    return str(value)
 
 
 def after(columns: tuple[SourceColumn, ...], texts: list[str]) -> tuple[str, list[object]]:

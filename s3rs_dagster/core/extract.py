@@ -35,6 +35,7 @@ from sqlalchemy.exc import DBAPIError
 
 from s3rs_dagster.adapters.source import (
     ConnectionLost,
+    DatesUnreadable,
     SourceConnection,
     SourceError,
     explain_source_error,
@@ -295,6 +296,9 @@ class _Run:
     """The run's temporary folder, for files on their way to storage."""
     row_bytes: int | None = field(init=False, default=None)
     """Arrow bytes per row measured by the initial snapshot's last read (sizes its queries)."""
+    native_datetimes: bool = field(init=False, default=True)
+    """Whether the initial snapshot reads DATETIME columns as timestamps rather than as text
+    (see `TablePlan.arrow_select_list`): until a zero or invalid date is met."""
     uploads: ThreadPoolExecutor = field(
         init=False, default_factory=lambda: ThreadPoolExecutor(UPLOAD_THREADS)
     )
@@ -573,7 +577,7 @@ class _Run:
         conditions, params = self._snapshot_where(snapshot, after)
         texts = None
         if self.arrow_reader:
-            columns = self.plan.arrow_select_list
+            columns = self.plan.arrow_select_list(native_datetimes=self.native_datetimes)
             cursor_select, texts = self._arrow_cursor((spec.timestamp, spec.keys[0]))
         else:
             columns, cursor_select = self.plan.select_list, f", {ts}, {key}"
@@ -581,7 +585,7 @@ class _Run:
             f"SELECT {columns}{cursor_select} FROM {self._table_sql()}{_where_sql(conditions)} "
             f"ORDER BY {key} LIMIT {int(size)}"
         )
-        return _Query(sql, params, 2, size, reaches_end=False, cursor_texts=texts)
+        return _Query(sql, params, 2, size, reaches_end=False, cursor_sources=texts)
 
     def _snapshot_where(
         self, snapshot: InitialSnapshot, after: str | None
@@ -606,7 +610,23 @@ class _Run:
     ) -> _Checkpoint:
         """Read up to `size` rows after key `after` into memory, as they arrive, and fewer if
         they would exceed CHECKPOINT_BYTES: until a row's width is known the first query asks
-        for FIRST_QUERY_ROWS, and the next ones for what fits in the bytes left."""
+        for FIRST_QUERY_ROWS, and the next ones for what fits in the bytes left.
+
+        DATETIME columns are read as timestamps until connectorx refuses a zero or invalid
+        date; the checkpoint is then read again with them as text, as is the rest of the run
+        (the text path turns such dates into NULL and counts them). Nothing was written yet:
+        a checkpoint's files are written only once it is read."""
+        try:
+            return self._read_checkpoint_rows(connection, snapshot, after, size)
+        except DatesUnreadable:
+            if not self.native_datetimes:
+                raise
+            self.native_datetimes = False
+            return self._read_checkpoint_rows(connection, snapshot, after, size)
+
+    def _read_checkpoint_rows(
+        self, connection: SourceConnection, snapshot: InitialSnapshot, after: str | None, size: int
+    ) -> _Checkpoint:
         width = len(self.plan.columns)
         checkpoint = _Checkpoint(after)
         while checkpoint.rows < size:
@@ -687,8 +707,8 @@ class _Run:
         assert spec.timestamp is not None
         ts = self.plan.column_mapping[spec.timestamp.name]
         key_column = self.plan.column_mapping[spec.keys[0].name]
-        lowest = _extreme_cursor(rows, ts, key_column, "min")
-        highest = _extreme_cursor(rows, ts, key_column, "max")
+        lowest = _extreme_cursor(rows, ts, key_column, "min", spec)
+        highest = _extreme_cursor(rows, ts, key_column, "max", spec)
         path = self.scratch / key.rsplit("_", 1)[-1]  # the file's number in the run
         try:
             with self.parquet_writer(path) as writer:
@@ -817,7 +837,9 @@ class _Run:
                 params = [*params, boundary]
         texts = None
         if self.arrow_reader:
-            columns = self.plan.arrow_select_list
+            # As text: a chunk writes its files as it reads, a zero date met on the way would
+            # leave them behind (the snapshot holds a checkpoint in memory until it is read).
+            columns = self.plan.arrow_select_list(native_datetimes=False)
             cursor_select, texts = self._arrow_cursor(order)
         else:
             columns = self.plan.select_list
@@ -827,15 +849,13 @@ class _Run:
             sql += f" ORDER BY {', '.join(quote_mysql(column.name) for column in order)}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return _Query(sql, params, len(order), limit, reaches_end, cursor_texts=texts)
+        return _Query(sql, params, len(order), limit, reaches_end, cursor_sources=texts)
 
-    def _arrow_cursor(
-        self, columns: Sequence[SourceColumn]
-    ) -> tuple[str, tuple[tuple[int, bool], ...] | None]:
+    def _arrow_cursor(self, columns: Sequence[SourceColumn]) -> tuple[str, tuple[int, ...] | None]:
         """For the Arrow reader: the SELECT suffix giving the cursor's values as text, exactly
-        as the text protocol prints them, or none when the row holds those texts already
-        (selecting them again costs the server and the reader about a third of their time),
-        with where it holds them."""
+        as the text protocol prints them, or none when the row's columns give those texts
+        already (selecting them again costs the server and the reader about a third of their
+        time), with which columns give them."""
         sources = [self.plan.arrow_text_source(column.name) for column in columns]
         found = tuple(source for source in sources if source is not None)
         if len(found) == len(columns):
@@ -880,11 +900,8 @@ class _Run:
                     continue
                 batch, zero_dates = self.plan.from_arrow(raw.columns[:width])
                 cursors = raw.columns[width:]
-                if query.cursor_texts is not None:
-                    cursors = [
-                        raw.column(index).cast(pa.string()) if cast else raw.column(index)
-                        for index, cast in query.cursor_texts
-                    ]
+                if query.cursor_sources is not None:
+                    cursors = [raw.column(index) for index in query.cursor_sources]
                 yield batch, zero_dates, _ArrowRows(cursors)
             return
         for rows in connection.stream(query.sql, query.params, min(FETCH_ROWS, rows_wanted)):
@@ -1265,9 +1282,9 @@ class _Query:
     limit: int | None
     reaches_end: bool
     """True when the query reads to the end of its lane (no LIMIT cuts it short)."""
-    cursor_texts: tuple[tuple[int, bool], ...] | None = None
-    """Arrow reader: the cursor's texts are these data columns (`TablePlan.arrow_text_source`),
-    not extra columns at the end of the row."""
+    cursor_sources: tuple[int, ...] | None = None
+    """Arrow reader: the cursor's values are these data columns, printed by `cursor_text`
+    (`TablePlan.arrow_text_source`), not extra text columns at the end of the row."""
 
 
 def _where_sql(conditions: list[str]) -> str:
@@ -1398,17 +1415,18 @@ _UNITS = {"daily": "day", "hourly": "hour", "monthly": "month"}
 _NULL_BUCKET = -(2**63)
 
 
-def _extreme_cursor(rows: pa.Table, ts: str, key: str, pick: str) -> Cursor:
+def _extreme_cursor(rows: pa.Table, ts: str, key: str, pick: str, spec: CursorSpec) -> Cursor:
     """The lowest ('min') or highest ('max') (timestamp, key) among a window's rows, as the
-    cursor texts MySQL printed for it."""
+    cursor texts MySQL prints for it."""
     stamps, keys = rows.column(ts), rows.column(key)
     stamp = pc.min_max(stamps)[pick]
     same = pc.equal(stamps, stamp)
     value = pc.min_max(pc.filter(keys, same))[pick]
     index = pc.indices_nonzero(pc.and_(same, pc.equal(keys, value)))[0].as_py()
+    assert spec.timestamp is not None
     return Cursor(
-        timestamp=rows.column(_CURSOR_TS)[index].as_py(),
-        key=[str(rows.column(_CURSOR_KEY)[index].as_py())],
+        timestamp=cursor_text(spec.timestamp, rows.column(_CURSOR_TS)[index].as_py()),
+        key=[cursor_text(spec.keys[0], rows.column(_CURSOR_KEY)[index].as_py())],
     )
 
 

@@ -387,6 +387,12 @@ def _is_native(column: ColumnPlan) -> bool:
     )
 
 
+def _is_plain_datetime(column: ColumnPlan) -> bool:
+    """A DATETIME column selected as it is, which a bulk Arrow reader can read as timestamps."""
+    source = column.source
+    return source.data_type == "datetime" and column.select_sql == quote_mysql(source.name)
+
+
 @dataclass(frozen=True)
 class TablePlan:
     """The pinned plan for one table for one run."""
@@ -422,36 +428,38 @@ class TablePlan:
             )
         ]
 
-    @property
-    def arrow_select_list(self) -> str:
+    def arrow_select_list(self, *, native_datetimes: bool) -> str:
         """The SELECT list for a bulk Arrow reader: native columns as they are, every other
-        column as its text (see `_NATIVE_TYPES`)."""
+        column as its text (see `_NATIVE_TYPES`); with native_datetimes, DATETIME columns as
+        they are too (read as timestamps: the server sends them packed instead of printing
+        them, ~25% of its CPU for the benchmark's orders), which connectorx refuses for a zero
+        or invalid date (see `adapters.source.DatesUnreadable`)."""
         parts = []
         for index, column in enumerate(self.columns):
             quoted = quote_mysql(column.source.name)
             expression = column.select_sql.removesuffix(f" AS {quoted}")
-            if not _is_native(column):
+            if not (_is_native(column) or (native_datetimes and _is_plain_datetime(column))):
                 expression = f"CAST({expression} AS CHAR)"
             # Positional aliases: an alias named like its column would take that name's place
             # in ORDER BY, and order the rows by its text.
             parts.append(f"{expression} AS `c{index}`")
         return ", ".join(parts)
 
-    def arrow_text_source(self, name: str) -> tuple[int, bool] | None:
-        """Where a row read with `arrow_select_list` already holds `CAST(name AS CHAR)`: the
-        column's position, and whether its values need a cast to text first (integers, whose
-        decimal digits are that text). None when only selecting the CAST gives it exactly
-        (a computed select expression, or ZEROFILL, which pads the text with zeros)."""
+    def arrow_text_source(self, name: str) -> int | None:
+        """The position of the column whose value, read with `arrow_select_list`, gives the
+        text of `CAST(name AS CHAR)` (`cursor.cursor_text` prints integers and timestamps as
+        MySQL does). None when only selecting the CAST gives it exactly (a computed select
+        expression, ZEROFILL, which pads the text with zeros, or a native text or binary)."""
         for index, column in enumerate(self.columns):
             if column.source.name != name:
                 continue
             if column.select_sql != quote_mysql(name):
                 return None
             if not _is_native(column):
-                return index, False
+                return index
             integer = column.source.data_type in INTEGER_TYPES
             if integer and "zerofill" not in column.source.column_type.lower():
-                return index, True
+                return index
             return None
         return None
 
@@ -469,7 +477,7 @@ class TablePlan:
         converted = []
         zero_dates: dict[str, int] = {}
         for column, array in zip(self.columns, arrays, strict=True):
-            if _is_native(column):
+            if _is_native(column) or pa.types.is_timestamp(array.type):
                 try:
                     converted.append(array.cast(column.arrow_type))
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:

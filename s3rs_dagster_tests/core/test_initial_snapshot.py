@@ -23,6 +23,7 @@ from s3rs_dagster.adapters.storage import S3Storage, StorageError, open_storage
 from s3rs_dagster.adapters.tunnel import TUNNELS
 from s3rs_dagster.config import Config
 from s3rs_dagster.core import extract as extract_module
+from s3rs_dagster.core import naming
 from s3rs_dagster.core.extract import extract_table
 from s3rs_dagster.core.load import load_table
 from s3rs_dagster.core.state import WatermarkStore
@@ -407,8 +408,13 @@ def test_bastion_link_dropped_during_a_snapshot_is_reopened_and_the_checkpoint_r
 
 @pytest.mark.parametrize(
     ("key_type", "stamp_type"),
-    [("BIGINT", "DATETIME(6)"), ("INT(6) UNSIGNED ZEROFILL", "DATETIME(3)"), ("INT", "DATE")],
-    ids=["derived-from-the-row", "zerofill-key-selected", "date-cursor"],
+    [
+        ("BIGINT", "DATETIME(6)"),
+        ("BIGINT", "DATETIME"),
+        ("INT(6) UNSIGNED ZEROFILL", "DATETIME(3)"),
+        ("INT", "DATE"),
+    ],
+    ids=["derived-from-the-row", "datetime-without-fraction", "zerofill-key-selected", "date"],
 )
 def test_file_cursors_are_the_texts_mysql_prints(
     source_db: SourceDb, make_config: MakeConfig, key_type: str, stamp_type: str
@@ -432,3 +438,47 @@ def test_file_cursors_are_the_texts_mysql_prints(
     for entry in entries:
         for cursor in (entry["cursor_min"], entry["cursor_max"]):
             assert cursor["timestamp"] == texts[cursor["key"][0]], cursor
+
+
+def test_a_zero_date_mid_snapshot_reads_the_checkpoint_again_as_text_and_leaves_no_file(
+    source_db: SourceDb, make_config: MakeConfig
+) -> None:
+    """The snapshot reads DATETIME columns as timestamps (the server sends them packed) until
+    connectorx refuses a zero date, in the fourth checkpoint here: that checkpoint is read
+    again with the columns as text, and so is the rest. The files equal the PyMySQL reader's,
+    the zero date is a counted NULL, and no object is left that no manifest lists."""
+    source_db.execute("SET SESSION sql_mode = ''")
+    extracted = {}
+    for reader in ("auto", "pymysql"):
+        name = f"shipments_{reader}"
+        source_db.execute(
+            f"CREATE TABLE {name} (id BIGINT PRIMARY KEY, updated_at DATETIME(6) NOT NULL, "
+            "shipped_at DATETIME NULL, KEY by_updated (updated_at, id))"
+        )
+        source_db.executemany(
+            f"INSERT INTO {name} VALUES (%s, %s, %s)",
+            [
+                (
+                    i,
+                    BASE_TIME + timedelta(hours=5 * i, microseconds=i),
+                    "0000-00-00 00:00:00" if i == 50 else BASE_TIME + timedelta(days=i),
+                )
+                for i in range(1, 81)
+            ],
+        )
+        config = make_config(
+            {name: HYBRID}, processing={"reader": reader, "snapshot_checkpoint_rows": 15}
+        )
+        report = extract_table(config, "p", name)
+        assert report.status == "success", report.error
+        assert report.reader == ("connectorx" if reader == "auto" else "pymysql")
+        assert report.zero_dates == {"shipped_at": 1}
+        table = f"{source_db.name}.{name}"
+        storage = open_storage(config.storage)
+        committed = {entry["key"] for entry in committed_files(storage, "p", table)}
+        listed = {info.key for info in storage.list(naming.table_prefix("p", table))}
+        assert listed == committed, "no file left behind by the refused read"
+        extracted[reader] = read_committed(config, table).sort_by("id")
+    fast, reference = extracted["auto"], extracted["pymysql"]
+    assert fast.schema.equals(reference.schema) and fast.equals(reference)
+    assert fast.num_rows == 80 and fast.column("shipped_at")[49].as_py() is None
