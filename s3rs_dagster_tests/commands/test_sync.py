@@ -61,7 +61,7 @@ def test_each_run_writes_a_log_and_a_json_summary(orders: Orders, log_dir: Path)
 def test_verbose_shows_the_sql(orders: Orders) -> None:
     orders.insert(range(1, 4), BASE_TIME)
     result = orders.ok("sync", "-p", "p", "-t", "orders", "--verbose")
-    assert "warehouse SQL: DELETE FROM" in result.stderr
+    assert "warehouse SQL: INSERT INTO" in result.stderr
     assert "load p/" in result.stdout and "after the cutoff" in result.stdout
 
 

@@ -22,6 +22,7 @@ row order, which nothing here relies on (every read-back orders explicitly).
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -58,6 +59,8 @@ _READ_BACK = {
     "FLOAT": "REAL",
     "TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ",
 }
+
+logger = logging.getLogger(__name__)
 
 _COPY_CHUNK = 1024 * 1024
 _GLOB = frozenset("*?[")
@@ -139,10 +142,12 @@ class DuckdbSession(Session):
         storage: Storage,
     ) -> int:
         """The temporary view `staging` over the files, cast to the warehouse types; its rows."""
-        select = self._select_files(fields, files, storage)
+        columns, source = self._columns(fields), self._read_parquet(files, storage)
         self.execute(f"DROP VIEW IF EXISTS {quote(staging)}")
         try:
-            self.connection.execute(f"CREATE TEMP VIEW {quote(staging)} AS {select}")
+            self.connection.execute(
+                f"CREATE TEMP VIEW {quote(staging)} AS SELECT {columns} FROM {source}"
+            )
             counted = self.connection.execute(f"SELECT COUNT(*) FROM {quote(staging)}").fetchone()
         except duckdb.Error as exc:
             raise LoadError(f"DuckDB refused a staged file: {self._named(exc)}") from None
@@ -158,27 +163,27 @@ class DuckdbSession(Session):
         """Insert the files' rows into `table` in one statement, read by DuckDB's parallel
         Parquet reader; the rows inserted."""
         names = ", ".join(quote(name) for name, _ in fields)
-        select = self._select_files(fields, files, storage)
+        columns, source = self._columns(fields), self._read_parquet(files, storage)
+        insert = f"INSERT INTO {table} ({names}) SELECT {columns} FROM"
+        logger.debug("warehouse SQL: %s read_parquet([%d file(s)])", insert, len(files))
         try:
-            inserted = self.connection.execute(f"INSERT INTO {table} ({names}) {select}").fetchone()
+            inserted = self.connection.execute(f"{insert} {source}").fetchone()
         except duckdb.Error as exc:
             raise LoadError(f"DuckDB refused a staged file: {self._named(exc)}") from None
         return int(inserted[0]) if inserted else 0
 
-    def _select_files(
-        self,
-        fields: Sequence[tuple[str, WarehouseType]],
-        files: Sequence[StagedFile],
-        storage: Storage,
-    ) -> str:
-        """A SELECT of the files' rows, each column cast to its warehouse type."""
-        paths = self._local_files(files, storage)
-        columns = ", ".join(
+    def _columns(self, fields: Sequence[tuple[str, WarehouseType]]) -> str:
+        """The files' columns, each cast to its warehouse type."""
+        return ", ".join(
             f"CAST({quote(name)} AS {self.type_sql(kind)}) AS {quote(name)}"
             for name, kind in fields
         )
+
+    def _read_parquet(self, files: Sequence[StagedFile], storage: Storage) -> str:
+        """`read_parquet` over local copies of the files."""
+        paths = self._local_files(files, storage)
         listed = ", ".join("'" + path.replace("'", "''") + "'" for path in paths)
-        return f"SELECT {columns} FROM read_parquet([{listed}])"
+        return f"read_parquet([{listed}])"
 
     def unstage(self, staging: str) -> None:
         self.execute(f"DROP VIEW {quote(staging)}")
