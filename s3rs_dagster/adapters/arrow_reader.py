@@ -119,6 +119,11 @@ class ArrowReader:
             self._stderr.close()
             self._stderr = None
 
+    def start(self) -> None:
+        """Start the child now, so that its start-up (Python, pyarrow and connectorx, ~0.3 s)
+        overlaps what the caller does before its first query."""
+        self._start()
+
     def _start(self) -> multiprocessing.connection.Connection:
         if self._pipe is None:
             parent, child = multiprocessing.Pipe()

@@ -279,6 +279,12 @@ class SourceConnection:
         """Whether `stream_arrow` can run here: a MySQL source and connectorx installed."""
         return not self.is_sqlite and importlib.util.find_spec("connectorx") is not None
 
+    def start_arrow_reader(self) -> None:
+        """Start `stream_arrow`'s reader process ahead of the first query."""
+        if self._arrow_reader is None:
+            self._arrow_reader = ArrowReader()
+        self._arrow_reader.start()
+
     def stream_arrow(self, sql: str, params: list[object], size: int) -> Iterator[pa.RecordBatch]:
         """A query's rows as Arrow record batches of up to `size` rows, read by connectorx (a
         native MySQL client that fills Arrow arrays directly, several times PyMySQL's speed)

@@ -345,6 +345,8 @@ class _Run:
             if dry_run:
                 self._dry_run(connection)
                 return
+            if self.arrow_reader:
+                connection.start_arrow_reader()
             self._start(connection)
             try:
                 self._extract(connection)
