@@ -99,7 +99,7 @@ FIRST_QUERY_ROWS = 65_536
 CHECKPOINT_BYTES = 32 * 2**20
 """Arrow bytes an initial snapshot's checkpoint holds in memory (see _Checkpoint)."""
 _CURSOR_TS, _CURSOR_KEY = "__s3rs_cursor_ts", "__s3rs_cursor_key"
-"""Columns carrying each checkpoint row's cursor texts, dropped when its Parquet is written."""
+"""Columns carrying each checkpoint row's cursor values, dropped when its Parquet is written."""
 MANIFEST_EVERY = 100
 """Committed files kept in the watermark before they move into an immutable manifest."""
 CONNECTION_RETRIES = 3
@@ -577,17 +577,17 @@ class _Run:
         assert spec.timestamp is not None
         ts, key = quote_mysql(spec.timestamp.name), quote_mysql(spec.keys[0].name)
         conditions, params = self._snapshot_where(snapshot, after)
-        texts = None
+        sources = None
         if self.arrow_reader:
             columns = self.plan.arrow_select_list(native_datetimes=self.native_datetimes)
-            cursor_select, texts = self._arrow_cursor((spec.timestamp, spec.keys[0]))
+            cursor_select, sources = self._arrow_cursor((spec.timestamp, spec.keys[0]))
         else:
             columns, cursor_select = self.plan.select_list, f", {ts}, {key}"
         sql = (
             f"SELECT {columns}{cursor_select} FROM {self._table_sql()}{_where_sql(conditions)} "
             f"ORDER BY {key} LIMIT {int(size)}"
         )
-        return _Query(sql, params, 2, size, reaches_end=False, cursor_sources=texts)
+        return _Query(sql, params, 2, size, reaches_end=False, cursor_sources=sources)
 
     def _snapshot_where(
         self, snapshot: InitialSnapshot, after: str | None
@@ -837,12 +837,12 @@ class _Run:
             if boundary is not None:
                 conditions = [*conditions, f"{ts} <= %s"]
                 params = [*params, boundary]
-        texts = None
+        sources = None
         if self.arrow_reader:
             # As text: a chunk writes its files as it reads, a zero date met on the way would
             # leave them behind (the snapshot holds a checkpoint in memory until it is read).
             columns = self.plan.arrow_select_list(native_datetimes=False)
-            cursor_select, texts = self._arrow_cursor(order)
+            cursor_select, sources = self._arrow_cursor(order)
         else:
             columns = self.plan.select_list
             cursor_select = "".join(f", {quote_mysql(column.name)}" for column in order)
@@ -851,7 +851,7 @@ class _Run:
             sql += f" ORDER BY {', '.join(quote_mysql(column.name) for column in order)}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return _Query(sql, params, len(order), limit, reaches_end, cursor_sources=texts)
+        return _Query(sql, params, len(order), limit, reaches_end, cursor_sources=sources)
 
     def _arrow_cursor(self, columns: Sequence[SourceColumn]) -> tuple[str, tuple[int, ...] | None]:
         """For the Arrow reader: the SELECT suffix giving the cursor's values as text, exactly
@@ -1215,7 +1215,7 @@ class _Run:
 @dataclass
 class _Checkpoint:
     """An initial snapshot's rows read since the last commit, held in memory as they arrived
-    (each batch with its rows' cursor texts), and the writes of its files.
+    (each batch with its rows' cursor values), and the writes of its files.
 
     Memory is what bounds a checkpoint besides `snapshot_checkpoint_rows`: it holds about
     CHECKPOINT_BYTES (see _Run._read_checkpoint), so wide rows make smaller checkpoints and
