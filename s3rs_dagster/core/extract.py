@@ -297,8 +297,8 @@ class _Run:
     row_bytes: int | None = field(init=False, default=None)
     """Arrow bytes per row measured by the initial snapshot's last read (sizes its queries)."""
     native_datetimes: bool = field(init=False, default=True)
-    """Whether the Arrow reader reads DATETIME columns as timestamps rather than as text (see
-    `TablePlan.arrow_select_list`): until a zero or invalid date is met."""
+    """Whether the initial snapshot reads DATETIME columns as timestamps rather than as text
+    (see `TablePlan.arrow_select_list`): until a zero or invalid date is met."""
     uploads: ThreadPoolExecutor = field(
         init=False, default_factory=lambda: ThreadPoolExecutor(UPLOAD_THREADS)
     )
@@ -754,27 +754,15 @@ class _Run:
         return True
 
     def _chunk(self, connection: SourceConnection, *, null_lane: bool) -> bool:
-        """Extract one chunk; True when it reached the end of the lane. A chunk refused for a
-        zero or invalid date while it read DATETIME columns as timestamps is read again with
-        them as text, as is the rest of the run (see `_read_checkpoint`)."""
+        """Extract one chunk; True when it reached the end of the lane."""
         self.chunks_done += 1
-
-        def attempt() -> bool:
-            return self._retrying(
-                connection,
-                # Built anew on each attempt: a retried chunk starts after the last commit.
-                lambda: self._stream_chunk(
-                    connection, self._chunk_query(connection, null_lane), null_lane
-                ),
-            )
-
-        try:
-            return attempt()
-        except DatesUnreadable:
-            if not self.native_datetimes:
-                raise
-            self.native_datetimes = False
-            return attempt()
+        return self._retrying(
+            connection,
+            # Built anew on each attempt: a retried chunk starts after the last commit.
+            lambda: self._stream_chunk(
+                connection, self._chunk_query(connection, null_lane), null_lane
+            ),
+        )
 
     def _retrying(self, connection: SourceConnection, work: Callable[[], _T]) -> _T:
         """Run `work` (which starts from the last commit), again on a new connection when the
@@ -851,10 +839,9 @@ class _Run:
                 params = [*params, boundary]
         sources = None
         if self.arrow_reader:
-            # An unordered stream commits as it reads (see _stream_chunk): a zero date met on
-            # the way could not be read again, so it reads DATETIME columns as text.
-            native = self.native_datetimes and bool(order)
-            columns = self.plan.arrow_select_list(native_datetimes=native)
+            # As text: a chunk writes its files as it reads, a zero date met on the way would
+            # leave them behind (the snapshot holds a checkpoint in memory until it is read).
+            columns = self.plan.arrow_select_list(native_datetimes=False)
             cursor_select, sources = self._arrow_cursor(order)
         else:
             columns = self.plan.select_list
@@ -898,9 +885,6 @@ class _Run:
                         return False
                     self.chunks_done += 1
             writer.commit_all()
-        except DatesUnreadable:
-            writer.discard(remove_uploaded=True)  # read again as text, under new names
-            raise
         finally:
             writer.discard()
         return query.reaches_end or (query.limit is not None and total < query.limit)
@@ -1400,20 +1384,14 @@ class _PartitionedWriter:
         """Rows in this writer's files, committed or not (the unordered stream's chunk size)."""
         return self.rows + sum(rows for _, _, rows, _, _ in self.uploads)
 
-    def discard(self, *, remove_uploaded: bool = False) -> None:
-        """Drop what is not committed: the open file, and with remove_uploaded the files
-        uploaded but listed nowhere (best effort: otherwise they stay as strays)."""
+    def discard(self) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-        uploaded = []
         for upload, *_ in self.uploads:
             with suppress(Exception):  # the run is failing already; its error is reported
-                uploaded.append(upload.result()[0])
+                upload.result()
         self.uploads = []
-        if remove_uploaded and uploaded:
-            with suppress(StorageError):
-                self.run.storage.delete(uploaded)
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def _segments(self, batch: pa.RecordBatch) -> Iterator[tuple[int, int, str]]:

@@ -440,31 +440,14 @@ def test_file_cursors_are_the_texts_mysql_prints(
             assert cursor["timestamp"] == texts[cursor["key"][0]], cursor
 
 
-@pytest.mark.parametrize(
-    ("processing", "rows", "step"),
-    [
-        ({"snapshot_checkpoint_rows": 15}, 80, timedelta(hours=5)),
-        # One chunk: its first batch (8,192 rows, six days) is written and uploaded before
-        # the second brings the zero date.
-        ({"initial_snapshot": "off"}, 20_000, timedelta(minutes=1)),
-    ],
-    ids=["snapshot", "chunk"],
-)
-def test_a_zero_date_mid_read_is_read_again_as_text_and_leaves_no_file(
-    source_db: SourceDb,
-    make_config: MakeConfig,
-    processing: dict[str, Any],
-    rows: int,
-    step: timedelta,
+def test_a_zero_date_mid_snapshot_reads_the_checkpoint_again_as_text_and_leaves_no_file(
+    source_db: SourceDb, make_config: MakeConfig
 ) -> None:
-    """DATETIME columns are read as timestamps (the server sends them packed) until
-    connectorx refuses a zero date, here in the fourth checkpoint of a snapshot, or in the
-    second batch of a chunk: that checkpoint or chunk is read again with the columns as text,
-    and so is the rest (the chunk's files already uploaded are removed). The files equal the
-    PyMySQL reader's, the zero date is a counted NULL, and no object is left that no manifest
-    lists."""
+    """The snapshot reads DATETIME columns as timestamps (the server sends them packed) until
+    connectorx refuses a zero date, in the fourth checkpoint here: that checkpoint is read
+    again with the columns as text, and so is the rest. The files equal the PyMySQL reader's,
+    the zero date is a counted NULL, and no object is left that no manifest lists."""
     source_db.execute("SET SESSION sql_mode = ''")
-    zero = rows * 5 // 8
     extracted = {}
     for reader in ("auto", "pymysql"):
         name = f"shipments_{reader}"
@@ -477,13 +460,15 @@ def test_a_zero_date_mid_read_is_read_again_as_text_and_leaves_no_file(
             [
                 (
                     i,
-                    BASE_TIME + step * i + timedelta(microseconds=i),
-                    "0000-00-00 00:00:00" if i == zero else BASE_TIME + timedelta(days=i),
+                    BASE_TIME + timedelta(hours=5 * i, microseconds=i),
+                    "0000-00-00 00:00:00" if i == 50 else BASE_TIME + timedelta(days=i),
                 )
-                for i in range(1, rows + 1)
+                for i in range(1, 81)
             ],
         )
-        config = make_config({name: HYBRID}, processing={"reader": reader, **processing})
+        config = make_config(
+            {name: HYBRID}, processing={"reader": reader, "snapshot_checkpoint_rows": 15}
+        )
         report = extract_table(config, "p", name)
         assert report.status == "success", report.error
         assert report.reader == ("connectorx" if reader == "auto" else "pymysql")
@@ -496,4 +481,4 @@ def test_a_zero_date_mid_read_is_read_again_as_text_and_leaves_no_file(
         extracted[reader] = read_committed(config, table).sort_by("id")
     fast, reference = extracted["auto"], extracted["pymysql"]
     assert fast.schema.equals(reference.schema) and fast.equals(reference)
-    assert fast.num_rows == rows and fast.column("shipped_at")[zero - 1].as_py() is None
+    assert fast.num_rows == 80 and fast.column("shipped_at")[49].as_py() is None
